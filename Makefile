@@ -1,0 +1,51 @@
+# The two commands of the README: `make demo` (the main job on the bundled sample) and
+# `make test` (lint + the test suite). Both create or reuse the virtual environment.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export HMG_RAW_DIR ?= data/sample
+export HMG_STORE_DIR ?= data/store
+export DAGSTER_HOME ?= $(abspath $(HMG_STORE_DIR))/dagster_home
+# What `make demo` materialises: for now every asset (the raw tables, quarantine, labels).
+MAIN_SELECTION ?= *
+
+.PHONY: install demo test lint format dev sample sample-iesn bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	mkdir -p "$(DAGSTER_HOME)"
+	$(BIN)/dagster asset materialize -m hmg_pipeline.definitions --select '$(MAIN_SELECTION)'
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+dev: install
+	mkdir -p "$(DAGSTER_HOME)"
+	$(BIN)/dagster dev
+
+sample: install
+	$(BIN)/python -m hmg_pipeline.core.sample --out data/sample --seed 0 --scale small
+
+bench: install
+	$(BIN)/python bench/sample_generation.py
+
+clean:
+	rm -rf data/store

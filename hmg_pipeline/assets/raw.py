@@ -1,0 +1,126 @@
+"""Raw tables read by the contract (group ``raw``), the union of users, and the quarantine."""
+
+import polars as pl
+from dagster import AssetExecutionContext, MetadataValue, asset
+
+from hmg_pipeline.core import cleaning, schema
+from hmg_pipeline.metadata import markdown_table
+from hmg_pipeline.resources import PipelinePaths
+from hmg_pipeline.storage import DUCKDB_TAGS, group_metadata
+
+GROUP = "raw"
+
+
+def _read(context: AssetExecutionContext, paths: PipelinePaths, spec: schema.TableSpec):
+    frame = schema.read_raw_table(paths.raw_path, spec)
+    source = schema.find_table_file(paths.raw_path, spec)
+    context.add_output_metadata(
+        {
+            "dagster/row_count": frame.height,
+            "source_file": MetadataValue.path(str(source)) if source else "absent (optional)",
+        }
+    )
+    return frame
+
+
+@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+def raw_images(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
+    """The images table as read: every contract column as text, plus its file row number."""
+    return _read(context, paths, schema.IMAGES)
+
+
+@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+def raw_views(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
+    """The views table (who viewed/commented which image with which emotion), as read."""
+    return _read(context, paths, schema.VIEWS)
+
+
+@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+def raw_contacts(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
+    """The contacts table (user-user pairs), as read."""
+    return _read(context, paths, schema.CONTACTS)
+
+
+@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+def raw_groups(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
+    """The interest groups with their names and descriptions, as read."""
+    return _read(context, paths, schema.GROUPS)
+
+
+@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+def raw_group_members(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
+    """Group memberships (group_id, user_id), as read."""
+    return _read(context, paths, schema.GROUP_MEMBERS)
+
+
+@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+def raw_users_table(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
+    """The optional users table, as read (empty when the raw directory has none)."""
+    return _read(context, paths, schema.USERS)
+
+
+@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+def raw_users(
+    context: AssetExecutionContext,
+    raw_views: pl.DataFrame,
+    raw_contacts: pl.DataFrame,
+    raw_group_members: pl.DataFrame,
+    raw_users_table: pl.DataFrame,
+) -> pl.DataFrame:
+    """Every user id seen in a user column of any table, plus the optional users table."""
+    users = cleaning.collect_users(
+        views=raw_views,
+        contacts=raw_contacts,
+        group_members=raw_group_members,
+        users=raw_users_table,
+    )
+    context.add_output_metadata(
+        {
+            "dagster/row_count": users.height,
+            **{
+                f"users_{flag}": int(users[flag].sum())
+                for flag in ("in_views", "in_contacts", "in_groups", "in_users_table")
+            },
+        }
+    )
+    return users
+
+
+@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+def quarantine(
+    context: AssetExecutionContext,
+    paths: PipelinePaths,
+    raw_images: pl.DataFrame,
+    raw_views: pl.DataFrame,
+    raw_contacts: pl.DataFrame,
+    raw_groups: pl.DataFrame,
+    raw_group_members: pl.DataFrame,
+    raw_users_table: pl.DataFrame,
+) -> pl.DataFrame:
+    """Raw rows that break a validation rule: table, file row, column, reason and the raw row.
+
+    One row per bad raw row, naming its first failing column. Views of a quarantined image are
+    quarantined too, with a reason that names the image's row.
+    """
+    rows = cleaning.build_quarantine(
+        images=raw_images,
+        views=raw_views,
+        contacts=raw_contacts,
+        groups=raw_groups,
+        group_members=raw_group_members,
+        users=raw_users_table,
+        raw_dir=paths.raw_path,
+    )
+    per_table = rows.group_by("table").len().sort("table")
+    per_column = rows.group_by("table", "column").len().sort("table", "column")
+    context.add_output_metadata(
+        {
+            "dagster/row_count": rows.height,
+            "per_table": MetadataValue.json(dict(per_table.iter_rows())),
+            "per_column": MetadataValue.md(markdown_table(per_column)),
+            "preview": MetadataValue.md(markdown_table(rows.head(20).drop("raw_row"))),
+        }
+    )
+    if rows.height:
+        context.log.warning(f"{rows.height} raw row(s) quarantined: {dict(per_table.iter_rows())}")
+    return rows

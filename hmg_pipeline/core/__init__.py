@@ -1,0 +1,1 @@
+"""The computing core: plain typed Python with no Dagster import."""

@@ -1,0 +1,45 @@
+"""The Dagster code location: assets, checks, resources, jobs and the executor."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetSelection,
+    Definitions,
+    define_asset_job,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+)
+
+from hmg_pipeline import checks
+from hmg_pipeline.assets import labels, raw
+from hmg_pipeline.resources import ComputeResource, PipelinePaths
+from hmg_pipeline.storage import duckdb_io_manager, executor
+
+ASSET_MODULES = [raw, labels]
+
+
+def build_resources(paths: PipelinePaths, compute: ComputeResource | None = None) -> dict:
+    """The resources every asset needs, for the given data directories."""
+    return {
+        "paths": paths,
+        "compute": compute or ComputeResource.from_env(),
+        "io_manager": duckdb_io_manager(paths.store_path),
+    }
+
+
+all_assets = load_assets_from_modules(ASSET_MODULES)
+all_checks = load_asset_checks_from_modules([checks])
+
+main_job = define_asset_job(
+    "hmg_main",
+    selection=AssetSelection.all(),
+    description="Everything up to the current end of the pipeline, on HMG_RAW_DIR.",
+)
+
+defs = Definitions(
+    assets=all_assets,
+    asset_checks=all_checks,
+    jobs=[main_job],
+    resources=build_resources(PipelinePaths.from_env()),
+    executor=executor,
+)

@@ -1,0 +1,1 @@
+"""HMG-Emo model and training (no Dagster import)."""

@@ -1,0 +1,88 @@
+"""Dagster resources: where data lives and which device computes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_RAW_DIR = "data/sample"
+DEFAULT_STORE_DIR = "data/store"
+
+
+class PipelinePaths(ConfigurableResource):
+    """The raw input directory (``HMG_RAW_DIR``) and the store (``HMG_STORE_DIR``).
+
+    Relative paths are resolved against the working directory of the Dagster process.
+    """
+
+    raw_dir: str = Field(default=DEFAULT_RAW_DIR, description="directory of the raw tables")
+    store_dir: str = Field(default=DEFAULT_STORE_DIR, description="DuckDB file and artifacts")
+
+    @classmethod
+    def from_env(cls) -> PipelinePaths:
+        return cls(
+            raw_dir=os.environ.get("HMG_RAW_DIR", DEFAULT_RAW_DIR),
+            store_dir=os.environ.get("HMG_STORE_DIR", DEFAULT_STORE_DIR),
+        )
+
+    @property
+    def raw_path(self) -> Path:
+        return Path(self.raw_dir).resolve()
+
+    @property
+    def store_path(self) -> Path:
+        path = Path(self.store_dir).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class ComputeResource(ConfigurableResource):
+    """Chooses the torch device (``HMG_DEVICE``: auto, cpu, cuda, cuda:N) and mixed precision.
+
+    ``auto`` picks CUDA when a GPU is visible. AMP (bf16 autocast) only ever applies on CUDA.
+    """
+
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    amp: bool = Field(default=True, description="bf16 autocast on CUDA")
+
+    @classmethod
+    def from_env(cls) -> ComputeResource:
+        amp = os.environ.get("HMG_AMP", "1").strip().lower() not in {"0", "false", "no", "off"}
+        return cls(device=os.environ.get("HMG_DEVICE", "auto"), amp=amp)
+
+    def torch_device(self) -> torch.device:
+        """The device to compute on; a clear error when CUDA is asked for but absent."""
+        import torch  # imported here: every Dagster step process loads this module
+
+        requested = self.device.strip().lower()
+        if requested == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(requested)
+        except RuntimeError as error:
+            raise ValueError(
+                f"HMG_DEVICE={self.device!r} is not a device; use auto, cpu, cuda or cuda:N"
+            ) from error
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise RuntimeError(
+                    f"HMG_DEVICE={self.device!r} but no CUDA GPU is visible; use cpu or auto"
+                )
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                raise RuntimeError(
+                    f"HMG_DEVICE={self.device!r} but only {torch.cuda.device_count()} GPU(s)"
+                )
+        elif device.type != "cpu":
+            raise ValueError(f"HMG_DEVICE={self.device!r}: only cpu and cuda are supported")
+        return device
+
+    @property
+    def amp_enabled(self) -> bool:
+        return self.amp and self.torch_device().type == "cuda"

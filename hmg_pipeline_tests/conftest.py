@@ -1,0 +1,140 @@
+"""Tiny IESN-shaped datasets written to temp dirs, and a helper to materialise assets on them."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+from dagster import ExecuteInProcessResult, materialize
+from PIL import Image
+
+from hmg_pipeline.definitions import all_assets, all_checks, build_resources
+from hmg_pipeline.resources import ComputeResource, PipelinePaths
+from hmg_pipeline.storage import duckdb_path
+
+VIEW_HEADER = (
+    "user_id",
+    "image_id",
+    "emotion",
+    "comment_id",
+    "comment_text",
+    "commented_at",
+    "valence",
+    "arousal",
+    "dominance",
+)
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(["" if value is None else value for value in row])
+
+
+def jpeg_bytes(colour: tuple[int, int, int], size: int = 16) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def view(user: str, image: str, emotion: str, **extra: object) -> tuple[object, ...]:
+    """One views row; keyword arguments fill the optional columns."""
+    values = {"user_id": user, "image_id": image, "emotion": emotion, **extra}
+    return tuple(values.get(column) for column in VIEW_HEADER)
+
+
+@dataclass
+class TinyDataset:
+    """A raw directory that follows the contract; tests overwrite single tables."""
+
+    raw_dir: Path
+    store_dir: Path
+
+    def write_views(self, rows: Iterable[Sequence[object]]) -> None:
+        write_csv(self.raw_dir / "views.csv", VIEW_HEADER, rows)
+
+    def write_images(self, rows: Iterable[Sequence[object]]) -> None:
+        write_csv(
+            self.raw_dir / "images.csv", ("image_id", "owner_id", "url", "file", "posted_at"), rows
+        )
+
+    def write_contacts(self, rows: Iterable[Sequence[object]]) -> None:
+        write_csv(self.raw_dir / "contacts.csv", ("user_id", "contact_id"), rows)
+
+    def materialize(
+        self,
+        selection: Sequence[str] | None = None,
+        run_config: Mapping | None = None,
+        raise_on_error: bool = True,
+    ) -> ExecuteInProcessResult:
+        return materialize_on(self.raw_dir, self.store_dir, selection, run_config, raise_on_error)
+
+    def table(self, name: str) -> pl.DataFrame:
+        return read_store_table(self.store_dir, name)
+
+
+def materialize_on(
+    raw_dir: Path,
+    store_dir: Path,
+    selection: Sequence[str] | None = None,
+    run_config: Mapping | None = None,
+    raise_on_error: bool = True,
+) -> ExecuteInProcessResult:
+    """Materialise the project's assets (and their checks) with Dagster's own ``materialize``."""
+    resources = build_resources(
+        PipelinePaths(raw_dir=str(raw_dir), store_dir=str(store_dir)), ComputeResource(device="cpu")
+    )
+    return materialize(
+        [*all_assets, *all_checks],
+        selection=list(selection) if selection else None,
+        resources=resources,
+        run_config=dict(run_config or {}),
+        raise_on_error=raise_on_error,
+    )
+
+
+def read_store_table(store_dir: Path, name: str) -> pl.DataFrame:
+    """Read ``schema.table`` back from the DuckDB store."""
+    with duckdb.connect(str(duckdb_path(store_dir)), read_only=True) as connection:
+        return connection.sql(f"select * from {name}").pl()
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> TinyDataset:
+    """Three users, three images (two with files, one without), four contact rows, two groups."""
+    raw = tmp_path / "raw"
+    (raw / "img").mkdir(parents=True)
+    (raw / "img" / "a.jpg").write_bytes(jpeg_bytes((200, 30, 30)))
+    (raw / "img" / "b.jpg").write_bytes(jpeg_bytes((30, 30, 200)))
+    dataset = TinyDataset(raw_dir=raw, store_dir=tmp_path / "store")
+    dataset.write_images(
+        [
+            ("i1", "u9", "https://example.org/1.jpg", "img/a.jpg", "2014-01-01T00:00:00Z"),
+            ("i2", "u9", None, "img/b.jpg", "1400000000"),
+            ("i3", "u9", "https://example.org/3.jpg", None, None),
+        ]
+    )
+    dataset.write_views(
+        [
+            view("u1", "i1", "awe", comment_id="c1", comment_text="wow", commented_at="1400000000"),
+            view("u2", "i1", "fear", commented_at="2014-05-13T16:53:20+02:00", valence="2.5"),
+            view("u2", "i2", "sadness"),
+            view("u3", "i3", "Amusement "),
+        ]
+    )
+    dataset.write_contacts([("u1", "u2"), ("u2", "u3")])
+    write_csv(
+        raw / "groups.csv",
+        ("group_id", "name", "description"),
+        [("g1", "Night skies", "stars"), ("g2", "Rain", None)],
+    )
+    write_csv(raw / "group_members.csv", ("group_id", "user_id"), [("g1", "u1"), ("g2", "u4")])
+    return dataset

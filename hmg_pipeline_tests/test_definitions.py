@@ -1,0 +1,80 @@
+"""The code location: it loads, every asset has a group and schema, writers are serialised."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hmg_pipeline.definitions import defs
+from hmg_pipeline.resources import ComputeResource, PipelinePaths
+from hmg_pipeline.storage import DUCKDB_TAG_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_definitions_load_and_every_asset_is_grouped_and_stored_in_its_schema() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name != "default", key
+        assert node.metadata.get("schema") == node.group_name, key
+    assert {"raw_images", "quarantine", "clean_labels", "clean_contacts"} <= {
+        key.to_user_string() for key in graph.get_all_asset_keys()
+    }
+
+
+def test_every_duckdb_step_is_limited_to_one_at_a_time() -> None:
+    job = defs.resolve_implicit_global_asset_job_def()
+    for node in job.graph.node_defs:
+        assert node.tags.get(DUCKDB_TAG_KEY) == "writer", node.name
+    resolved = defs.executor.config_schema.resolve_config({}).value  # type: ignore[union-attr]
+    limits = resolved["config"]["tag_concurrency_limits"]
+    assert {"key": DUCKDB_TAG_KEY, "value": "writer", "limit": 1} in limits
+
+
+def test_paths_resolve_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HMG_RAW_DIR", str(tmp_path / "raw"))
+    monkeypatch.setenv("HMG_STORE_DIR", str(tmp_path / "store"))
+    paths = PipelinePaths.from_env()
+    assert paths.raw_path == tmp_path / "raw"
+    assert paths.store_path == tmp_path / "store" and paths.store_path.is_dir()
+
+
+def test_compute_resource_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ComputeResource(device="cpu").torch_device() == torch.device("cpu")
+    auto = ComputeResource(device="auto").torch_device()
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert ComputeResource(device="cpu", amp=True).amp_enabled is False
+    with pytest.raises(ValueError, match="not a device"):
+        ComputeResource(device="gpu please").torch_device()
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU is visible"):
+            ComputeResource(device="cuda").torch_device()
+    monkeypatch.setenv("HMG_DEVICE", "cpu")
+    monkeypatch.setenv("HMG_AMP", "0")
+    resource = ComputeResource.from_env()
+    assert (resource.device, resource.amp) == ("cpu", False)
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"```(?:bash|sh)\n(.*?)\n```", readme, flags=re.S)
+    assert commands[0].strip() == "make demo"
+    assert commands[1].strip() == "make test"
+    assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_sample_cli_writes_tables(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "hmg_pipeline.core.sample", "--out", str(tmp_path), "--seed", "3"],
+        check=True,
+        capture_output=True,
+        env={**os.environ},
+    )
+    assert (tmp_path / "views.csv").is_file() and (tmp_path / "images").is_dir()
