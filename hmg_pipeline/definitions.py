@@ -10,19 +10,24 @@ from dagster import (
     load_assets_from_modules,
 )
 
-from hmg_pipeline import checks
-from hmg_pipeline.assets import labels, raw
-from hmg_pipeline.resources import ComputeResource, PipelinePaths
+from hmg_pipeline import checks, schedules
+from hmg_pipeline.assets import flickr, labels, raw
+from hmg_pipeline.resources import ComputeResource, FlickrResource, PipelinePaths
 from hmg_pipeline.storage import duckdb_io_manager, executor
 
-ASSET_MODULES = [raw, labels]
+ASSET_MODULES = [raw, flickr, labels]
 
 
-def build_resources(paths: PipelinePaths, compute: ComputeResource | None = None) -> dict:
+def build_resources(
+    paths: PipelinePaths,
+    compute: ComputeResource | None = None,
+    flickr: FlickrResource | None = None,
+) -> dict:
     """The resources every asset needs, for the given data directories."""
     return {
         "paths": paths,
         "compute": compute or ComputeResource.from_env(),
+        "flickr": flickr or FlickrResource.from_env(),
         "io_manager": duckdb_io_manager(paths.store_path),
     }
 
@@ -39,7 +44,9 @@ main_job = define_asset_job(
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[main_job],
+    jobs=[main_job, schedules.flickr_recheck_job, schedules.flickr_downstream_job],
+    schedules=[schedules.refresh_dead_flickr_content],
+    sensors=[schedules.flickr_changes_sensor],
     resources=build_resources(PipelinePaths.from_env()),
     executor=executor,
 )

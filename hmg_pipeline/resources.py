@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from hmg_pipeline.core.flickr import DEFAULT_API_URL as DEFAULT_FLICKR_URL
+from hmg_pipeline.core.flickr import FlickrSettings
+
 if TYPE_CHECKING:
     import torch
 
@@ -86,3 +89,39 @@ class ComputeResource(ConfigurableResource):
     @property
     def amp_enabled(self) -> bool:
         return self.amp and self.torch_device().type == "cuda"
+
+
+class FlickrResource(ConfigurableResource):
+    """Flickr API settings. The key is read from the environment variable named by
+    ``api_key_env`` at run time, so it never enters Dagster config, logs or metadata."""
+
+    api_url: str = Field(default=DEFAULT_FLICKR_URL, description="REST endpoint")
+    max_qps: float = Field(default=1.0, description="request-rate ceiling for the whole run")
+    max_attempts: int = Field(default=5, description="attempts per request (transient errors)")
+    timeout_s: float = Field(default=10.0, description="per-request timeout")
+    backoff_base_s: float = Field(default=1.0, description="first retry waits up to this")
+    backoff_max_s: float = Field(default=60.0, description="longest backoff between retries")
+    workers: int = Field(default=4, description="threads; they share the rate ceiling")
+    api_key_env: str = Field(default="FLICKR_API_KEY", description="env var holding the key")
+
+    @classmethod
+    def from_env(cls) -> FlickrResource:
+        return cls(
+            api_url=os.environ.get("FLICKR_API_URL", DEFAULT_FLICKR_URL),
+            max_qps=float(os.environ.get("FLICKR_MAX_QPS", "1.0")),
+        )
+
+    def settings(self) -> FlickrSettings | None:
+        """Client settings, or None when no key is set (the Flickr assets then do nothing)."""
+        key = os.environ.get(self.api_key_env, "").strip()
+        if not key:
+            return None
+        return FlickrSettings(
+            api_key=key,
+            api_url=self.api_url,
+            max_qps=self.max_qps,
+            max_attempts=self.max_attempts,
+            timeout_s=self.timeout_s,
+            backoff_base_s=self.backoff_base_s,
+            backoff_max_s=self.backoff_max_s,
+        )

@@ -48,9 +48,18 @@ def clean_labels(
     config: CleanLabelsConfig,
     raw_views: pl.DataFrame,
     quarantine: pl.DataFrame,
+    flickr_comments: pl.DataFrame,
+    flickr_images: pl.DataFrame,
 ):
-    """Apply the label rules to the views that passed validation and account for every row."""
-    clean, drops = cleaning.clean_views(raw_views, quarantine, config.multi_label)
+    """Apply the label rules to the views that passed validation and account for every row.
+
+    Refetched comment texts fill missing ones; views of images gone from Flickr (and with no
+    local file) are dropped by rule ``image_gone``.
+    """
+    gone = flickr_images.filter(pl.col("status") == "gone")["image_id"].to_list()
+    clean, drops = cleaning.clean_views(
+        raw_views, quarantine, config.multi_label, flickr_comments, gone
+    )
     accounting = cleaning.view_accounting(raw_views, clean, quarantine, drops)
     if not accounting.closes:
         raise RuntimeError(f"view accounting does not close: {accounting}")
@@ -84,6 +93,7 @@ def clean_labels(
                 counts_table({e: labels.get(e, 0) for e in MIKELS_EMOTIONS}, "emotion")
             ),
             "comment_text_coverage_%": coverage,
+            "comment_texts_from_flickr": clean.filter(pl.col("comment_source") == "flickr").height,
             "multi_label_policy": config.multi_label,
         },
     )

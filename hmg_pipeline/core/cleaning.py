@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +54,7 @@ DROP_SCHEMA: dict[str, pl.DataType] = {
     "rule": pl.String(),
     "detail": pl.String(),
 }
-DROP_RULES: tuple[str, ...] = ("unknown", "multi_label", "duplicate")
+DROP_RULES: tuple[str, ...] = ("image_gone", "unknown", "multi_label", "duplicate")
 NUMERIC_VIEW_COLUMNS: tuple[str, ...] = ("valence", "arousal", "dominance")
 _UNIX_SECONDS = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
@@ -389,14 +389,59 @@ def typed_views(views: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def clean_views(
-    views: pl.DataFrame, quarantine: pl.DataFrame, multi_label: MultiLabelPolicy = "first"
+def fill_fetched_texts(views: pl.DataFrame, fetched: pl.DataFrame | None) -> pl.DataFrame:
+    """Use a refetched comment text (status ok) where the raw text is missing.
+
+    ``comment_source`` says where each edge's text came from: ``raw``, ``flickr`` or null.
+    """
+    source = pl.when(pl.col("comment_text").is_not_null()).then(pl.lit("raw"))
+    if fetched is None or fetched.height == 0:
+        return views.with_columns(source.otherwise(None).alias("comment_source"))
+    usable = fetched.filter(
+        (pl.col("status") == "ok")
+        & pl.col("text").is_not_null()
+        & (pl.col("text").str.strip_chars() != "")
+    ).select("comment_id", pl.col("text").alias("fetched_text"))
+    joined = views.join(usable, on="comment_id", how="left")
+    return joined.with_columns(
+        source.when(pl.col("fetched_text").is_not_null())
+        .then(pl.lit("flickr"))
+        .otherwise(None)
+        .alias("comment_source"),
+        pl.coalesce("comment_text", "fetched_text").alias("comment_text"),
+    ).drop("fetched_text")
+
+
+def drop_gone_images(
+    views: pl.DataFrame, gone_images: Collection[str]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rules 2 and 3 on the views that passed rule 1: (clean edges, dropped rows)."""
+    """Rule ``image_gone``: views of images Flickr reports gone and that have no local file."""
+    gone = pl.col("image_id").is_in(list(gone_images))
+    drops = views.filter(gone).select(
+        SOURCE_ROW,
+        pl.lit("image_gone").alias("rule"),
+        pl.format("image {} is gone from Flickr and has no local file", "image_id").alias("detail"),
+    )
+    return views.filter(~gone), drops
+
+
+def clean_views(
+    views: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    multi_label: MultiLabelPolicy = "first",
+    fetched_comments: pl.DataFrame | None = None,
+    gone_images: Collection[str] = (),
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The rules after validation, on the views that passed rule 1: (clean edges, drops).
+
+    Fetched texts fill missing comment texts first; views of gone images are dropped before
+    the label rules (``image_gone``), so a gone image never counts as a duplicate's winner.
+    """
     valid = typed_views(valid_rows(views, quarantine_of(quarantine, "views")))
-    labelled, label_drops = resolve_labels(valid, multi_label)
+    alive, gone_drops = drop_gone_images(fill_fetched_texts(valid, fetched_comments), gone_images)
+    labelled, label_drops = resolve_labels(alive, multi_label)
     clean, duplicate_drops = deduplicate_edges(labelled)
-    drops = pl.concat([label_drops, duplicate_drops]).sort(SOURCE_ROW)
+    drops = pl.concat([gone_drops, label_drops, duplicate_drops]).sort(SOURCE_ROW)
     return clean, drops
 
 

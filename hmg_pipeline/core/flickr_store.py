@@ -1,0 +1,234 @@
+"""Durable state of the Flickr refetch (a DuckDB file of its own, ``flickr.duckdb``).
+
+Each fetched item is committed in its own transaction together with its fetch-log rows, so a
+run killed half-way loses nothing it fetched, and the next run starts where it stopped: items
+with a result are not fetched again unless a re-check asks for them. The fetch log records every
+request outcome without the API key or the request URL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from hmg_pipeline.core.flickr import RequestRecord
+
+RECHECK_STATUSES = ("error", "gone", "private")
+
+_SCHEMA = """
+create table if not exists comment_results (
+    comment_id varchar primary key, photo_id varchar not null, status varchar not null,
+    text varchar, author_is_deleted boolean, attempts integer not null, message varchar,
+    fetched_at timestamp not null, changed_at timestamp not null);
+create table if not exists image_results (
+    image_id varchar primary key, status varchar not null, url_medium varchar, width integer,
+    height integer, local_file varchar, attempts integer not null, message varchar,
+    fetched_at timestamp not null, changed_at timestamp not null);
+create table if not exists group_results (
+    group_id varchar primary key, status varchar not null, name varchar, description varchar,
+    attempts integer not null, message varchar,
+    fetched_at timestamp not null, changed_at timestamp not null);
+create table if not exists fetch_log (
+    kind varchar not null, item_id varchar not null, method varchar not null,
+    attempt integer not null, outcome varchar not null, http_status integer,
+    flickr_code integer, message varchar, requested_at timestamp not null);
+"""
+
+TABLES = {"comments": "comment_results", "images": "image_results", "groups": "group_results"}
+KEYS = {"comments": "comment_id", "images": "image_id", "groups": "group_id"}
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """The outcome of one item (a photo's comments, an image, a group) in one run."""
+
+    status: str
+    attempts: int
+    message: str = ""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class FlickrStore:
+    """Open with ``with FlickrStore(path) as store:``; one writer process at a time."""
+
+    def __init__(self, path: Path, connect_timeout_s: float = 60.0) -> None:
+        self.path = path
+        self._connect_timeout_s = connect_timeout_s
+        self._connection: duckdb.DuckDBPyConnection | None = None
+
+    def __enter__(self) -> FlickrStore:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self._connect_timeout_s
+        while True:
+            try:
+                self._connection = duckdb.connect(str(self.path))
+                break
+            except duckdb.IOException as error:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{self.path} is locked by another process (another Flickr fetch?)"
+                    ) from error
+                time.sleep(1.0)
+        self._connection.execute(_SCHEMA)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    @property
+    def db(self) -> duckdb.DuckDBPyConnection:
+        if self._connection is None:
+            raise RuntimeError("FlickrStore used outside its 'with' block")
+        return self._connection
+
+    # -- what to fetch --------------------------------------------------------------------
+
+    def due(
+        self,
+        kind: str,
+        ids: Sequence[str],
+        recheck: bool,
+        recheck_after_days: float,
+        now: datetime | None = None,
+    ) -> set[str]:
+        """Ids never fetched, plus (when ``recheck``) dead ones last checked long enough ago."""
+        table, key = TABLES[kind], KEYS[kind]
+        wanted = pl.DataFrame({key: list(ids)}, schema={key: pl.String})
+        known = self.db.execute(f"select {key}, status, fetched_at from {table}").pl()
+        fresh = wanted.join(known, on=key, how="anti")[key].to_list()
+        due = set(fresh)
+        if recheck:
+            cutoff = (now or utcnow()) - timedelta(days=recheck_after_days)
+            stale = known.join(wanted, on=key).filter(
+                pl.col("status").is_in(list(RECHECK_STATUSES)) & (pl.col("fetched_at") <= cutoff)
+            )
+            due |= set(stale[key].to_list())
+        return due
+
+    # -- saving results -------------------------------------------------------------------
+
+    def save_photo_comments(
+        self,
+        photo_id: str,
+        comment_ids: Iterable[str],
+        result: ItemResult,
+        found: dict[str, dict],
+        records: Sequence[RequestRecord],
+    ) -> int:
+        """Store the outcome for every wanted comment of one photo; return how many changed."""
+        rows = []
+        for comment_id in comment_ids:
+            comment = found.get(comment_id)
+            status = result.status
+            if status == "ok" and comment is None:
+                status = "comment_missing"
+            rows.append(
+                {
+                    "comment_id": comment_id,
+                    "photo_id": photo_id,
+                    "status": status,
+                    "text": None if comment is None else comment.get("_content"),
+                    "author_is_deleted": None
+                    if comment is None
+                    else bool(int(comment.get("author_is_deleted") or 0)),
+                    "message": result.message,
+                }
+            )
+        return self._save("comments", rows, result.attempts, "photo_comments", photo_id, records)
+
+    def save_image(
+        self, image_id: str, result: ItemResult, values: dict, records: Sequence[RequestRecord]
+    ) -> int:
+        row = {"image_id": image_id, "status": result.status, "message": result.message, **values}
+        return self._save("images", [row], result.attempts, "image", image_id, records)
+
+    def save_group(
+        self, group_id: str, result: ItemResult, values: dict, records: Sequence[RequestRecord]
+    ) -> int:
+        row = {"group_id": group_id, "status": result.status, "message": result.message, **values}
+        return self._save("groups", [row], result.attempts, "group", group_id, records)
+
+    def _save(
+        self,
+        kind: str,
+        rows: list[dict],
+        attempts: int,
+        log_kind: str,
+        item_id: str,
+        records: Sequence[RequestRecord],
+    ) -> int:
+        """Upsert ``rows`` and append the fetch log, in one transaction."""
+        table, key = TABLES[kind], KEYS[kind]
+        now = utcnow()
+        db = self.db
+        db.execute("begin transaction")
+        try:
+            changed = 0
+            for row in rows:
+                previous = db.execute(
+                    f"select * from {table} where {key} = ?", [row[key]]
+                ).fetchone()
+                columns = [c[0] for c in db.description] if previous else []
+                old = dict(zip(columns, previous, strict=True)) if previous else {}
+                content_columns = [c for c in row if c not in (key, "message")]
+                is_change = not old or any(old.get(c) != row[c] for c in content_columns)
+                changed += is_change
+                record = {
+                    **row,
+                    "attempts": int(old.get("attempts") or 0) + attempts,
+                    "fetched_at": now,
+                    "changed_at": now if is_change else old["changed_at"],
+                }
+                names = list(record)
+                db.execute(
+                    f"insert or replace into {table} ({', '.join(names)}) "
+                    f"values ({', '.join('?' for _ in names)})",
+                    [record[n] for n in names],
+                )
+            if records:
+                db.executemany(
+                    "insert into fetch_log values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            log_kind,
+                            item_id,
+                            r.method,
+                            r.attempt,
+                            r.outcome,
+                            r.http_status,
+                            r.flickr_code,
+                            r.message,
+                            datetime.fromtimestamp(r.at, UTC).replace(tzinfo=None),
+                        )
+                        for r in records
+                    ],
+                )
+            db.execute("commit")
+        except BaseException:
+            db.execute("rollback")
+            raise
+        return changed
+
+    # -- reading back ---------------------------------------------------------------------
+
+    def results(self, kind: str, ids: Sequence[str] | None = None) -> pl.DataFrame:
+        """The stored results of ``kind`` (restricted to ``ids`` when given)."""
+        table, key = TABLES[kind], KEYS[kind]
+        frame = self.db.execute(f"select * from {table} order by {key}").pl()
+        if ids is not None:
+            frame = frame.filter(pl.col(key).is_in(list(ids)))
+        return frame
+
+    def fetch_log(self) -> pl.DataFrame:
+        return self.db.execute("select * from fetch_log order by requested_at").pl()
