@@ -75,11 +75,11 @@ def flickr_changes_sensor(context: SensorEvaluationContext):
     cursor = json.loads(context.cursor) if context.cursor else {}
     changed_by: dict[str, int] = {}
     for name in FLICKR_ASSETS:
-        event = context.instance.get_latest_materialization_event(AssetKey(name))
-        if event is None or event.storage_id <= cursor.get(name, -1):
+        records = context.instance.fetch_materializations(AssetKey(name), limit=1).records
+        if not records or records[0].storage_id <= cursor.get(name, -1):
             continue
-        cursor[name] = event.storage_id
-        materialization = event.asset_materialization
+        cursor[name] = records[0].storage_id
+        materialization = records[0].event_log_entry.asset_materialization
         changed = materialization.metadata.get("changed_items") if materialization else None
         if changed is not None and int(changed.value) > 0:
             changed_by[name] = int(changed.value)

@@ -11,11 +11,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from dagster import ExecuteInProcessResult, materialize
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 from PIL import Image
 
 from hmg_pipeline.definitions import all_assets, all_checks, build_resources
-from hmg_pipeline.resources import ComputeResource, PipelinePaths
+from hmg_pipeline.resources import ComputeResource, FlickrResource, PipelinePaths
 from hmg_pipeline.storage import duckdb_path
 
 VIEW_HEADER = (
@@ -74,8 +74,11 @@ class TinyDataset:
         selection: Sequence[str] | None = None,
         run_config: Mapping | None = None,
         raise_on_error: bool = True,
+        **kwargs: object,
     ) -> ExecuteInProcessResult:
-        return materialize_on(self.raw_dir, self.store_dir, selection, run_config, raise_on_error)
+        return materialize_on(
+            self.raw_dir, self.store_dir, selection, run_config, raise_on_error, **kwargs
+        )
 
     def table(self, name: str) -> pl.DataFrame:
         return read_store_table(self.store_dir, name)
@@ -87,10 +90,14 @@ def materialize_on(
     selection: Sequence[str] | None = None,
     run_config: Mapping | None = None,
     raise_on_error: bool = True,
+    flickr: FlickrResource | None = None,
+    instance: DagsterInstance | None = None,
 ) -> ExecuteInProcessResult:
     """Materialise the project's assets (and their checks) with Dagster's own ``materialize``."""
     resources = build_resources(
-        PipelinePaths(raw_dir=str(raw_dir), store_dir=str(store_dir)), ComputeResource(device="cpu")
+        PipelinePaths(raw_dir=str(raw_dir), store_dir=str(store_dir)),
+        ComputeResource(device="cpu"),
+        flickr or FlickrResource(),
     )
     return materialize(
         [*all_assets, *all_checks],
@@ -98,6 +105,7 @@ def materialize_on(
         resources=resources,
         run_config=dict(run_config or {}),
         raise_on_error=raise_on_error,
+        instance=instance,
     )
 
 

@@ -101,8 +101,9 @@ class FakeFlickr:
         if method == "flickr.groups.getInfo":
             answer = body("groups_getInfo_ok")
             name, description = self.groups.get(item, ("Group " + item, ""))
-            answer["group"].update(id=item, name={"_content": name},
-                                   description={"_content": description})
+            answer["group"].update(
+                id=item, name={"_content": name}, description={"_content": description}
+            )
             return Reply(json_body=answer)
         if method == "flickr.photos.getInfo":
             return Reply(json_body={"photo": {"id": item}, "stat": "ok"})
@@ -119,7 +120,7 @@ class FakeFlickr:
 
 def make_handler(state: FakeFlickr) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             url = urlparse(self.path)
             with state.lock:
                 state.raw_queries.append(self.path)
@@ -154,7 +155,7 @@ def make_handler(state: FakeFlickr) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout test)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     return Handler
@@ -165,7 +166,9 @@ def serve(state: FakeFlickr) -> Iterator[FakeFlickr]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
     server.daemon_threads = True
     state.base_url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield state

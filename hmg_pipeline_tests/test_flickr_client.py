@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 
@@ -33,8 +34,13 @@ def flickr() -> Iterator[FakeFlickr]:
 def make_client(flickr: FakeFlickr, **overrides) -> tuple[FlickrClient, list[float]]:
     sleeps: list[float] = []
     settings = FlickrSettings(
-        api_key=KEY, api_url=flickr.base_url, max_qps=1000.0, max_attempts=4, timeout_s=2.0,
-        backoff_base_s=0.01, backoff_max_s=0.05,
+        api_key=KEY,
+        api_url=flickr.base_url,
+        max_qps=1000.0,
+        max_attempts=4,
+        timeout_s=2.0,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
     )
     for name, value in overrides.items():
         setattr(settings, name, value)
@@ -84,7 +90,8 @@ def test_http_429_honours_retry_after(flickr: FakeFlickr) -> None:
 
 def test_http_500_twice_then_ok(flickr: FakeFlickr) -> None:
     flickr.script[("flickr.photos.comments.getList", "100")] = [
-        Reply(status=500, text="oops"), Reply(status=503, text="later")
+        Reply(status=500, text="oops"),
+        Reply(status=503, text="later"),
     ]
     client, sleeps = make_client(flickr)
     assert len(client.photo_comments("100")) == 1
@@ -119,7 +126,7 @@ def test_response_slower_than_timeout_is_retried(flickr: FakeFlickr) -> None:
 
 def test_bad_key_stops_with_a_clear_error_without_the_key(flickr: FakeFlickr) -> None:
     client, _ = make_client(flickr, api_key="wrong-key-123")
-    with pytest.raises(FlickrBadKey, match="code 100 .*FLICKR_API_KEY") as excinfo:
+    with pytest.raises(FlickrBadKey, match=r"code 100 .*FLICKR_API_KEY") as excinfo:
         client.photo_comments("100")
     assert "wrong-key-123" not in str(excinfo.value)
     assert len(flickr.requests) == 1
@@ -134,8 +141,9 @@ def test_transient_failures_give_up_after_max_attempts(flickr: FakeFlickr) -> No
 
 
 def test_connection_refused_is_transient_and_hides_the_url() -> None:
-    settings = FlickrSettings(api_key=KEY, api_url="http://127.0.0.1:9/", max_qps=1000,
-                              max_attempts=2, backoff_base_s=0.0)
+    settings = FlickrSettings(
+        api_key=KEY, api_url="http://127.0.0.1:9/", max_qps=1000, max_attempts=2, backoff_base_s=0.0
+    )
     client = FlickrClient(settings, sleep=lambda s: None)
     with pytest.raises(FlickrTransient) as excinfo:
         client.photo_comments("100")
@@ -199,7 +207,7 @@ def test_limiter_spaces_requests_across_threads() -> None:
         thread.join()
     slots.sort()
     assert len(slots) == 200
-    assert all(b - a == pytest.approx(0.5) for a, b in zip(slots, slots[1:], strict=False))
+    assert all(b - a == pytest.approx(0.5) for a, b in itertools.pairwise(slots))
     worst = max(sum(1 for s in slots if start <= s < start + 10) for start in slots)
     assert worst <= 10 * 2.0
     assert sorted(clock.sleeps)[-1] == pytest.approx(199 * 0.5)

@@ -40,6 +40,31 @@ CONFIG_ERROR_CODES = {
 _JSONP = re.compile(r"^\s*jsonFlickrApi\((.*)\)\s*;?\s*$", re.S)
 
 
+_KEY_IN_URL = re.compile(r"(api_key=)[^&\s\"']+")
+
+
+class RedactApiKey(logging.Filter):
+    """Rewrites log records of HTTP libraries so that ``api_key=...`` in a URL reads ``***``.
+
+    urllib3 logs every request line at DEBUG, query string included; a user who turns on debug
+    logging must still not see the key.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "api_key=" in message:
+            record.msg, record.args = _KEY_IN_URL.sub(r"\1***", message), ()
+        return True
+
+
+def install_key_redaction() -> None:
+    """Attach :class:`RedactApiKey` to the loggers of requests and urllib3 (idempotent)."""
+    for name in ("urllib3.connectionpool", "urllib3", "requests"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactApiKey) for f in logger.filters):
+            logger.addFilter(RedactApiKey())
+
+
 class FlickrError(Exception):
     """Base class; messages never contain the API key."""
 
@@ -171,6 +196,7 @@ class FlickrClient:
     ) -> None:
         if not settings.api_key:
             raise FlickrBadKey("no Flickr API key given (set FLICKR_API_KEY)")
+        install_key_redaction()
         self.settings = settings
         self.session = session or requests.Session()
         self.limiter = limiter or RateLimiter(settings.max_qps)

@@ -196,29 +196,39 @@ class FlickrStore:
                     f"values ({', '.join('?' for _ in names)})",
                     [record[n] for n in names],
                 )
-            if records:
-                db.executemany(
-                    "insert into fetch_log values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            log_kind,
-                            item_id,
-                            r.method,
-                            r.attempt,
-                            r.outcome,
-                            r.http_status,
-                            r.flickr_code,
-                            r.message,
-                            datetime.fromtimestamp(r.at, UTC).replace(tzinfo=None),
-                        )
-                        for r in records
-                    ],
-                )
+            self._append_log(log_kind, item_id, records)
             db.execute("commit")
         except BaseException:
             db.execute("rollback")
             raise
         return changed
+
+    def append_fetch_log(
+        self, log_kind: str, item_id: str, records: Sequence[RequestRecord]
+    ) -> None:
+        """Log requests of an item that got no result (e.g. the one a bad key stopped)."""
+        self._append_log(log_kind, item_id, records)
+
+    def _append_log(self, log_kind: str, item_id: str, records: Sequence[RequestRecord]) -> None:
+        if not records:
+            return
+        self.db.executemany(
+            "insert into fetch_log values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    log_kind,
+                    item_id,
+                    r.method,
+                    r.attempt,
+                    r.outcome,
+                    r.http_status,
+                    r.flickr_code,
+                    r.message,
+                    datetime.fromtimestamp(r.at, UTC).replace(tzinfo=None),
+                )
+                for r in records
+            ],
+        )
 
     # -- reading back ---------------------------------------------------------------------
 

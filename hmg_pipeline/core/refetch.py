@@ -66,6 +66,8 @@ def classify(fetch: Fetch, item_id: str) -> Outcome:
 
 def run_items(
     client: FlickrClient,
+    store: FlickrStore,
+    log_kind: str,
     item_ids: Sequence[str],
     fetch: Fetch,
     save: Save,
@@ -79,7 +81,7 @@ def run_items(
     running: dict[Future[Outcome], str] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         while pending or running:
-            while pending and fatal is None and len(running) < 2 * max(1, workers):
+            while pending and fatal is None and len(running) < max(1, workers):
                 item_id = pending.pop()
                 running[pool.submit(classify, fetch, item_id)] = item_id
             if not running:
@@ -91,6 +93,7 @@ def run_items(
                 try:
                     status, payload, message = future.result()
                 except FlickrBadKey as error:
+                    store.append_fetch_log(log_kind, item_id, records)
                     fatal = fatal or error
                     continue
                 result = ItemResult(status=status, attempts=len(records), message=message)
@@ -118,7 +121,9 @@ def refetch_comments(
     def save(photo_id: str, result: ItemResult, found: Any, records: list[RequestRecord]) -> int:
         return store.save_photo_comments(photo_id, wanted[photo_id], result, found or {}, records)
 
-    return run_items(client, sorted(wanted), fetch, save, workers, progress)
+    return run_items(
+        client, store, "photo_comments", sorted(wanted), fetch, save, workers, progress
+    )
 
 
 class UndecodableImage(Exception):
@@ -151,7 +156,7 @@ def refetch_images(
     def save(image_id: str, result: ItemResult, values: Any, records: list[RequestRecord]) -> int:
         return store.save_image(image_id, result, values or {}, records)
 
-    return run_items(client, list(image_ids), fetch, save, workers, progress)
+    return run_items(client, store, "image", list(image_ids), fetch, save, workers, progress)
 
 
 def write_verified_image(directory: Path, image_id: str, data: bytes) -> Path:
@@ -185,7 +190,7 @@ def refetch_groups(
     def save(group_id: str, result: ItemResult, values: Any, records: list[RequestRecord]) -> int:
         return store.save_group(group_id, result, values or {}, records)
 
-    return run_items(client, list(group_ids), fetch, save, workers, progress)
+    return run_items(client, store, "group", list(group_ids), fetch, save, workers, progress)
 
 
 def wanted_comments(views: pl.DataFrame) -> dict[str, list[str]]:
