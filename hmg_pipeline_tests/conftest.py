@@ -18,6 +18,17 @@ from hmg_pipeline.definitions import all_assets, all_checks, build_resources
 from hmg_pipeline.resources import ComputeResource, FlickrResource, PipelinePaths
 from hmg_pipeline.storage import duckdb_path
 
+# Every raw asset and the quarantine: what a test selects when it needs no later asset.
+UP_TO_QUARANTINE = [
+    "raw_images",
+    "raw_views",
+    "raw_contacts",
+    "raw_groups",
+    "raw_group_members",
+    "raw_users_table",
+    "quarantine",
+]
+
 VIEW_HEADER = (
     "user_id",
     "image_id",

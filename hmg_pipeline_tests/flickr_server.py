@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import threading
 import time
 from collections import Counter
@@ -44,6 +45,13 @@ class Reply:
 TRANSIENT = Reply(json_body=body("service_unavailable"))
 GONE = Reply(json_body=body("photo_not_found"))
 PRIVATE = Reply(json_body={"stat": "fail", "code": 2, "message": "Permission denied"})
+RANDOM_TRANSIENTS = (
+    TRANSIENT,
+    Reply(status=429, text="Too Many Requests", headers={"Retry-After": "1"}),
+    Reply(status=500, text="Internal Server Error"),
+    Reply(status=502, text="Bad Gateway"),
+    Reply(text='{"comments": {"photo_id": "1", "comm'),
+)
 BAD_KEY = Reply(json_body={"stat": "fail", "code": 100, "message": "Invalid API Key"})
 
 
@@ -60,6 +68,9 @@ class FakeFlickr:
     # (method, item id) -> replies served, in order, before the normal answer
     script: dict[tuple[str, str], list[Reply]] = field(default_factory=dict)
     jsonp: bool = False
+    # share of API requests answered by a random transient failure (benchmarks)
+    transient_rate: float = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
     requests: list[tuple[str, str, float]] = field(default_factory=list)
     served_ok: Counter[tuple[str, str]] = field(default_factory=Counter)
     raw_queries: list[str] = field(default_factory=list)
@@ -73,6 +84,8 @@ class FakeFlickr:
             queue = self.script.get((method, item))
             if queue:
                 return queue.pop(0)
+            if self.transient_rate and self.rng.random() < self.transient_rate:
+                return self.rng.choice(RANDOM_TRANSIENTS)
         if params.get("api_key") != self.api_key:
             return BAD_KEY
         reply = self.normal_answer(method, item, params)

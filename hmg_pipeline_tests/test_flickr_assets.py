@@ -28,7 +28,7 @@ from hmg_pipeline.schedules import (
     refresh_dead_flickr_content,
 )
 
-from .conftest import TinyDataset, jpeg_bytes, view
+from .conftest import UP_TO_QUARANTINE, TinyDataset, jpeg_bytes, view
 from .flickr_server import BAD_KEY, TRANSIENT, FakeFlickr, Reply, comment, serve
 
 KEY = "sekret-KEY-0042"
@@ -179,16 +179,7 @@ def test_undecodable_download_is_an_error_not_a_file(
     monkeypatch.setenv("FLICKR_API_KEY", KEY)
     fake.images["p3"] = b"<html>not an image</html>"
     flickr_data.materialize(
-        [
-            "raw_images",
-            "raw_views",
-            "raw_contacts",
-            "raw_groups",
-            "raw_group_members",
-            "raw_users_table",
-            "quarantine",
-            "flickr_images",
-        ],
+        [*UP_TO_QUARANTINE, "flickr_images"],
         flickr=resource(fake),
         run_config={"ops": {"flickr_images": {"config": {"download_images": True}}}},
     )

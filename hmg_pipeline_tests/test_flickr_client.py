@@ -190,7 +190,7 @@ class FakeClock:
 
 def test_limiter_spaces_requests_across_threads() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(max_qps=2.0, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(max_qps=2.0, headroom=0.0, clock=clock, sleep=clock.sleep)
     slots: list[float] = []
     lock = threading.Lock()
 
@@ -215,12 +215,23 @@ def test_limiter_spaces_requests_across_threads() -> None:
 
 def test_limiter_grants_no_burst_after_idle() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(max_qps=1.0, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(max_qps=1.0, headroom=0.0, clock=clock, sleep=clock.sleep)
     assert limiter.acquire() == 0.0
     clock.now = 100.0  # a long pause earns no credit
     assert [limiter.acquire() for _ in range(3)] == [100.0, 101.0, 102.0]
 
 
-def test_limiter_rejects_non_positive_rate() -> None:
+def test_limiter_keeps_headroom_below_the_ceiling() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(max_qps=5.0, clock=clock, sleep=clock.sleep)
+    slots = [limiter.acquire() for _ in range(101)]
+    # 2% headroom: 50 requests span more than 10 s, so jitter cannot fit a 51st in a window.
+    assert slots[50] - slots[0] > 10.0 + 0.1
+    assert max(sum(1 for s in slots if t <= s < t + 10) for t in slots) == 50
+
+
+def test_limiter_rejects_bad_settings() -> None:
     with pytest.raises(ValueError):
         RateLimiter(0)
+    with pytest.raises(ValueError):
+        RateLimiter(1.0, headroom=1.0)

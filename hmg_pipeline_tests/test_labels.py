@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from .conftest import TinyDataset, view
+from .conftest import UP_TO_QUARANTINE, TinyDataset, view
 
 
 def quarantined(dataset: TinyDataset, table: str) -> dict[int, tuple[str, str]]:
@@ -174,18 +174,7 @@ def test_contacts_merging(tiny: TinyDataset) -> None:
             ("u2", " u3 "),
         ]
     )
-    result = tiny.materialize(
-        [
-            "raw_contacts",
-            "raw_images",
-            "raw_views",
-            "raw_groups",
-            "raw_group_members",
-            "raw_users_table",
-            "quarantine",
-            "clean_contacts",
-        ]
-    )
+    result = tiny.materialize([*UP_TO_QUARANTINE, "clean_contacts"])
     pairs = tiny.table("labels.clean_contacts").sort("user_id", "contact_id")
     assert pairs.select("user_id", "contact_id").rows() == [
         ("u1", "u2"),
@@ -207,17 +196,7 @@ def test_group_member_of_unknown_group_is_quarantined(tiny: TinyDataset) -> None
         ("group_id", "user_id"),
         [("g1", "u1"), ("g9", "u2"), ("g2", None)],
     )
-    tiny.materialize(
-        [
-            "raw_images",
-            "raw_views",
-            "raw_contacts",
-            "raw_groups",
-            "raw_group_members",
-            "raw_users_table",
-            "quarantine",
-        ]
-    )
+    tiny.materialize(UP_TO_QUARANTINE)
     members = quarantined(tiny, "group_members")
     assert members[2][0] == "group_id" and "'g9'" in members[2][1]
     assert members[3][0] == "user_id"

@@ -1,7 +1,7 @@
 """Raw tables read by the contract (group ``raw``), the union of users, and the quarantine."""
 
 import polars as pl
-from dagster import AssetExecutionContext, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, asset
 
 from hmg_pipeline.core import cleaning, schema
 from hmg_pipeline.metadata import markdown_table
@@ -11,52 +11,42 @@ from hmg_pipeline.storage import DUCKDB_TAGS, group_metadata
 GROUP = "raw"
 
 
-def _read(context: AssetExecutionContext, paths: PipelinePaths, spec: schema.TableSpec):
-    frame = schema.read_raw_table(paths.raw_path, spec)
-    source = schema.find_table_file(paths.raw_path, spec)
-    context.add_output_metadata(
-        {
-            "dagster/row_count": frame.height,
-            "source_file": MetadataValue.path(str(source)) if source else "absent (optional)",
-        }
+def raw_table_asset(name: str, spec: schema.TableSpec, description: str) -> AssetsDefinition:
+    """An asset that reads one raw table by the contract: every column as text + source_row."""
+
+    @asset(
+        name=name,
+        group_name=GROUP,
+        metadata=group_metadata(GROUP),
+        op_tags=DUCKDB_TAGS,
+        description=description,
     )
-    return frame
+    def read_table(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
+        frame = schema.read_raw_table(paths.raw_path, spec)
+        source = schema.find_table_file(paths.raw_path, spec)
+        context.add_output_metadata(
+            {
+                "dagster/row_count": frame.height,
+                "source_file": MetadataValue.path(str(source)) if source else "absent (optional)",
+            }
+        )
+        return frame
+
+    return read_table
 
 
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
-def raw_images(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
-    """The images table as read: every contract column as text, plus its file row number."""
-    return _read(context, paths, schema.IMAGES)
-
-
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
-def raw_views(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
-    """The views table (who viewed/commented which image with which emotion), as read."""
-    return _read(context, paths, schema.VIEWS)
-
-
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
-def raw_contacts(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
-    """The contacts table (user-user pairs), as read."""
-    return _read(context, paths, schema.CONTACTS)
-
-
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
-def raw_groups(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
-    """The interest groups with their names and descriptions, as read."""
-    return _read(context, paths, schema.GROUPS)
-
-
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
-def raw_group_members(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
-    """Group memberships (group_id, user_id), as read."""
-    return _read(context, paths, schema.GROUP_MEMBERS)
-
-
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
-def raw_users_table(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
-    """The optional users table, as read (empty when the raw directory has none)."""
-    return _read(context, paths, schema.USERS)
+raw_images = raw_table_asset("raw_images", schema.IMAGES, "The images table, as read.")
+raw_views = raw_table_asset(
+    "raw_views", schema.VIEWS, "Who viewed/commented which image with which emotion, as read."
+)
+raw_contacts = raw_table_asset("raw_contacts", schema.CONTACTS, "User-user contacts, as read.")
+raw_groups = raw_table_asset("raw_groups", schema.GROUPS, "Interest groups, as read.")
+raw_group_members = raw_table_asset(
+    "raw_group_members", schema.GROUP_MEMBERS, "Group memberships, as read."
+)
+raw_users_table = raw_table_asset(
+    "raw_users_table", schema.USERS, "The optional users table, as read (empty when absent)."
+)
 
 
 @asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)

@@ -110,21 +110,26 @@ class FlickrTransient(FlickrError):
 class RateLimiter:
     """At most ``max_qps`` acquisitions per second, for every thread together.
 
-    Acquisitions are spaced ``1 / max_qps`` seconds apart (no bursts), so any half-open window of
-    W seconds holds at most ``ceil(W * max_qps)`` requests. The clock and the sleep are
-    injectable so the ceiling can be tested without waiting. (A spacing limiter is used rather
-    than pyrate-limiter's bucket because a bucket allows bursts above the ceiling.)
+    Acquisitions are spaced ``1 / (max_qps * (1 - headroom))`` seconds apart (no bursts), so any
+    half-open window of W seconds holds at most ``ceil(W * max_qps)`` requests. The small
+    headroom (2% by default) absorbs the jitter between our send time and the server's arrival
+    time, which could otherwise let the server see one request too many in a window. The clock
+    and the sleep are injectable so the ceiling can be tested without waiting. (A spacing
+    limiter is used rather than pyrate-limiter's bucket because a bucket allows bursts.)
     """
 
     def __init__(
         self,
         max_qps: float,
+        headroom: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if max_qps <= 0:
             raise ValueError(f"max_qps must be positive, got {max_qps}")
-        self.interval = 1.0 / max_qps
+        if not 0 <= headroom < 1:
+            raise ValueError(f"headroom must be in [0, 1), got {headroom}")
+        self.interval = 1.0 / (max_qps * (1.0 - headroom))
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
