@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+# Concurrency pools (the `gpu` pool of the embedding and training assets) default to one
+# step at a time across all runs of this instance.
+$(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p "$(DAGSTER_HOME)"
+	printf 'concurrency:\n  pools:\n    default_limit: 1\n' > "$@"
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m hmg_pipeline.definitions --select '$(MAIN_SELECTION)'
 
 test: install
@@ -37,8 +42,7 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-dev: install
-	mkdir -p "$(DAGSTER_HOME)"
+dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev
 
 sample: install

@@ -11,23 +11,30 @@ from dagster import (
 )
 
 from hmg_pipeline import checks, schedules
-from hmg_pipeline.assets import flickr, labels, raw
-from hmg_pipeline.resources import ComputeResource, FlickrResource, PipelinePaths
+from hmg_pipeline.assets import embeddings, flickr, labels, raw
+from hmg_pipeline.resources import (
+    ComputeResource,
+    EncoderResource,
+    FlickrResource,
+    PipelinePaths,
+)
 from hmg_pipeline.storage import duckdb_io_manager, executor
 
-ASSET_MODULES = [raw, flickr, labels]
+ASSET_MODULES = [raw, flickr, labels, embeddings]
 
 
 def build_resources(
     paths: PipelinePaths,
     compute: ComputeResource | None = None,
     flickr: FlickrResource | None = None,
+    encoders: EncoderResource | None = None,
 ) -> dict:
     """The resources every asset needs, for the given data directories."""
     return {
         "paths": paths,
         "compute": compute or ComputeResource.from_env(),
         "flickr": flickr or FlickrResource.from_env(),
+        "encoders": encoders or EncoderResource.from_env(),
         "io_manager": duckdb_io_manager(paths.store_path),
     }
 

@@ -15,6 +15,8 @@ from hmg_pipeline.core.flickr import FlickrSettings
 if TYPE_CHECKING:
     import torch
 
+    from hmg_pipeline.core.encoders import EncoderSettings
+
 DEFAULT_RAW_DIR = "data/sample"
 DEFAULT_STORE_DIR = "data/store"
 
@@ -124,4 +126,36 @@ class FlickrResource(ConfigurableResource):
             timeout_s=self.timeout_s,
             backoff_base_s=self.backoff_base_s,
             backoff_max_s=self.backoff_max_s,
+        )
+
+
+class EncoderResource(ConfigurableResource):
+    """Which encoders embed images and texts (``HMG_ENCODERS``: bundled or paper) and where
+    their weights come from (``HMG_IMAGE_WEIGHTS``, ``HMG_TEXT_MODEL``; empty = default)."""
+
+    profile: str = Field(default="bundled", description="bundled (offline) or paper")
+    image_weights: str = Field(default="", description="image state-dict file (optional)")
+    text_model: str = Field(default="", description="text model id or directory (optional)")
+    batch_size_images: int = Field(default=64)
+    batch_size_texts: int = Field(default=128)
+    loader_workers: int = Field(default=-1, description="-1: 0 on CPU, min(8, cores) on CUDA")
+
+    @classmethod
+    def from_env(cls) -> EncoderResource:
+        return cls(
+            profile=os.environ.get("HMG_ENCODERS", "bundled"),
+            image_weights=os.environ.get("HMG_IMAGE_WEIGHTS", ""),
+            text_model=os.environ.get("HMG_TEXT_MODEL", ""),
+        )
+
+    def settings(self) -> EncoderSettings:
+        from hmg_pipeline.core.encoders import EncoderSettings  # torch loads only when needed
+
+        return EncoderSettings(
+            profile=self.profile,
+            image_weights=self.image_weights,
+            text_model=self.text_model,
+            batch_size_images=self.batch_size_images,
+            batch_size_texts=self.batch_size_texts,
+            loader_workers=self.loader_workers,
         )

@@ -15,7 +15,12 @@ from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 from PIL import Image
 
 from hmg_pipeline.definitions import all_assets, all_checks, build_resources
-from hmg_pipeline.resources import ComputeResource, FlickrResource, PipelinePaths
+from hmg_pipeline.resources import (
+    ComputeResource,
+    EncoderResource,
+    FlickrResource,
+    PipelinePaths,
+)
 from hmg_pipeline.storage import duckdb_path
 
 # Every raw asset and the quarantine: what a test selects when it needs no later asset.
@@ -103,12 +108,14 @@ def materialize_on(
     raise_on_error: bool = True,
     flickr: FlickrResource | None = None,
     instance: DagsterInstance | None = None,
+    encoders: EncoderResource | None = None,
 ) -> ExecuteInProcessResult:
     """Materialise the project's assets (and their checks) with Dagster's own ``materialize``."""
     resources = build_resources(
         PipelinePaths(raw_dir=str(raw_dir), store_dir=str(store_dir)),
         ComputeResource(device="cpu"),
         flickr or FlickrResource(),
+        encoders or EncoderResource(),
     )
     return materialize(
         [*all_assets, *all_checks],

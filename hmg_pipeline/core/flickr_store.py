@@ -8,7 +8,6 @@ request outcome without the API key or the request URL.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from hmg_pipeline.core.duckdb_files import connect_with_retry
 from hmg_pipeline.core.flickr import RequestRecord
 
 RECHECK_STATUSES = ("error", "gone", "private")
@@ -66,18 +66,7 @@ class FlickrStore:
         self._connection: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> FlickrStore:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self._connect_timeout_s
-        while True:
-            try:
-                self._connection = duckdb.connect(str(self.path))
-                break
-            except duckdb.IOException as error:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{self.path} is locked by another process (another Flickr fetch?)"
-                    ) from error
-                time.sleep(1.0)
+        self._connection = connect_with_retry(self.path, self._connect_timeout_s)
         self._connection.execute(_SCHEMA)
         return self
 

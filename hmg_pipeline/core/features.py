@@ -1,0 +1,173 @@
+"""Feature tables: a content-addressed vector cache, and the paper's user context (Eq. 1).
+
+The cache keys a vector by (encoder identity, sha256 of the image bytes or normalised text), so
+re-materialising embeds only new or changed content, and vectors of two encoders never mix.
+Vectors are stored in chunks as they are computed, so an interrupted run keeps its work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from hmg_pipeline.core.duckdb_files import connect_with_retry
+
+CACHE_FILE = "embedding_cache.duckdb"
+
+
+class VectorCache:
+    """``with VectorCache(path) as cache:``; one DuckDB table of (encoder, sha, vector)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: duckdb.DuckDBPyConnection | None = None
+
+    def __enter__(self) -> VectorCache:
+        self._db = connect_with_retry(self.path)
+        self._db.execute(
+            "create table if not exists vectors (encoder varchar not null, "
+            "content_sha varchar not null, vector float[] not null, "
+            "primary key (encoder, content_sha))"
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> duckdb.DuckDBPyConnection:
+        if self._db is None:
+            raise RuntimeError("VectorCache used outside its 'with' block")
+        return self._db
+
+    def lookup(self, encoder: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+        """Cached vectors of ``encoder`` for ``hashes`` (those it has)."""
+        if not hashes:
+            return {}
+        wanted = pa.table({"content_sha": pa.array(list(set(hashes)), pa.string())})
+        self.db.register("wanted_hashes", wanted)
+        try:
+            found = self.db.execute(
+                "select v.content_sha, v.vector from vectors v join wanted_hashes w "
+                "using (content_sha) where v.encoder = ?",
+                [encoder],
+            ).pl()
+        finally:
+            self.db.unregister("wanted_hashes")
+        if found.height == 0:
+            return {}
+        matrix = np.asarray(found["vector"].to_list(), dtype=np.float32).reshape(-1, dim)
+        return dict(zip(found["content_sha"].to_list(), matrix, strict=True))
+
+    def store(self, encoder: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        """Add vectors (one transaction); an existing (encoder, sha) is left as it is."""
+        if not len(hashes):
+            return
+        batch = pa.table(
+            {
+                "encoder": pa.array([encoder] * len(hashes), pa.string()),
+                "content_sha": pa.array(list(hashes), pa.string()),
+                "vector": pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32())),
+            }
+        )
+        self.db.register("new_vectors", batch)
+        try:
+            self.db.execute("insert or ignore into vectors select * from new_vectors")
+        finally:
+            self.db.unregister("new_vectors")
+
+    def count(self, encoder: str) -> int:
+        return self.db.execute(
+            "select count(*) from vectors where encoder = ?", [encoder]
+        ).fetchone()[0]
+
+
+@dataclass
+class CachedResult:
+    vectors: np.ndarray  # (items, dim); NaN rows where compute failed
+    computed: int  # distinct contents embedded in this run
+    reused: int  # distinct contents found in the cache
+    failures: dict[int, str]  # item index -> reason
+
+
+def embed_with_cache(
+    cache: VectorCache,
+    encoder: str,
+    dim: int,
+    hashes: Sequence[str],
+    compute: Callable[[list[int]], tuple[np.ndarray, dict[int, str]]],
+    chunk_size: int = 1024,
+) -> CachedResult:
+    """Vectors for items identified by content hash: cached ones reused, distinct new contents
+    computed once (``compute`` gets item indices; failures are not cached) and stored chunk by
+    chunk."""
+    vectors = np.full((len(hashes), dim), np.nan, dtype=np.float32)
+    known = cache.lookup(encoder, hashes, dim)
+    first_index: dict[str, int] = {}
+    for index, digest in enumerate(hashes):
+        first_index.setdefault(digest, index)
+    missing = [i for d, i in first_index.items() if d not in known]
+    computed: dict[str, np.ndarray] = {}
+    failures_by_hash: dict[str, str] = {}
+    for start in range(0, len(missing), chunk_size):
+        chunk = missing[start : start + chunk_size]
+        result, failures = compute(chunk)
+        ok = [k for k, index in enumerate(chunk) if index not in failures]
+        for k, index in enumerate(chunk):
+            if index in failures:
+                failures_by_hash[hashes[index]] = failures[index]
+            else:
+                computed[hashes[index]] = result[k]
+        cache.store(encoder, [hashes[chunk[k]] for k in ok], result[ok])
+    item_failures: dict[int, str] = {}
+    for index, digest in enumerate(hashes):
+        vector = known.get(digest)
+        if vector is None:
+            vector = computed.get(digest)
+        if vector is not None:
+            vectors[index] = vector
+        else:
+            item_failures[index] = failures_by_hash.get(digest, "no vector")
+    return CachedResult(vectors, len(computed), len(known), item_failures)
+
+
+def vector_column(name: str, vectors: np.ndarray) -> pl.Series:
+    """A fixed-size ``Array(Float32, d)`` column (DuckDB ``FLOAT[d]``)."""
+    dim = vectors.shape[1]
+    return pl.Series(name, vectors.astype(np.float32)).cast(pl.Array(pl.Float32, dim))
+
+
+def user_context(
+    user_ids: Sequence[str],
+    memberships: pl.DataFrame,
+    group_ids: Sequence[str],
+    group_vectors: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 1 of the paper: a user's context is the mean of the vectors of the groups they joined.
+
+    Returns (vectors, n_groups). Users in no group get a zero vector and ``n_groups = 0`` (the
+    paper leaves this case open; zero keeps them neutral rather than inventing a context).
+    Memberships of unknown groups or users are ignored; duplicate memberships count once.
+    """
+    user_index = {u: i for i, u in enumerate(user_ids)}
+    group_index = {g: i for i, g in enumerate(group_ids)}
+    pairs = memberships.select("user_id", "group_id").unique()
+    rows, cols = [], []
+    for user, group in pairs.iter_rows():
+        if user in user_index and group in group_index:
+            rows.append(user_index[user])
+            cols.append(group_index[group])
+    dim = group_vectors.shape[1]
+    sums = np.zeros((len(user_ids), dim), dtype=np.float64)
+    np.add.at(sums, rows, group_vectors[cols].astype(np.float64))
+    counts = np.bincount(rows, minlength=len(user_ids)).astype(np.int64)
+    means = np.divide(sums, counts[:, None], out=np.zeros_like(sums), where=counts[:, None] > 0)
+    return means.astype(np.float32), counts
