@@ -11,16 +11,16 @@ from dagster import (
 )
 
 from hmg_pipeline import checks, schedules
-from hmg_pipeline.assets import embeddings, flickr, labels, raw
+from hmg_pipeline.assets import embeddings, flickr, graph, labels, raw, training
 from hmg_pipeline.resources import (
     ComputeResource,
     EncoderResource,
     FlickrResource,
     PipelinePaths,
 )
-from hmg_pipeline.storage import duckdb_io_manager, executor
+from hmg_pipeline.storage import artifact_io_manager, duckdb_io_manager, executor
 
-ASSET_MODULES = [raw, flickr, labels, embeddings]
+ASSET_MODULES = [raw, flickr, labels, embeddings, graph, training]
 
 
 def build_resources(
@@ -36,6 +36,7 @@ def build_resources(
         "flickr": flickr or FlickrResource.from_env(),
         "encoders": encoders or EncoderResource.from_env(),
         "io_manager": duckdb_io_manager(paths.store_path),
+        "artifact_io_manager": artifact_io_manager(paths.store_path),
     }
 
 
@@ -44,8 +45,10 @@ all_checks = load_asset_checks_from_modules([checks])
 
 main_job = define_asset_job(
     "hmg_main",
-    selection=AssetSelection.all(),
-    description="Everything up to the current end of the pipeline, on HMG_RAW_DIR.",
+    selection=AssetSelection.assets("trained_model", "evaluation_metrics")
+    .upstream()
+    .required_multi_asset_neighbors(),
+    description="trained_model and evaluation_metrics with everything upstream, on HMG_RAW_DIR.",
 )
 
 defs = Definitions(

@@ -29,3 +29,10 @@ def counts_table(counts: Mapping[str, int], key: str, total: int | None = None) 
         }
     )
     return markdown_table(frame)
+
+
+def png_markdown(png: bytes, title: str) -> str:
+    """A PNG embedded in markdown metadata (the Dagster UI renders data URIs)."""
+    import base64
+
+    return f"![{title}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"

@@ -6,11 +6,20 @@ manager carries ``DUCKDB_TAGS`` and the executor limits that tag to one step at 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
-from dagster import MetadataValue, OutputContext, TableColumn, TableSchema, multiprocess_executor
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableSchema,
+    multiprocess_executor,
+)
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
@@ -91,3 +100,40 @@ def duckdb_io_manager(store_dir: Path) -> HmgDuckDBIOManager:
 def group_metadata(schema: str) -> dict[str, str]:
     """Asset definition metadata that puts the asset's table in DuckDB schema ``schema``."""
     return {"schema": schema}
+
+
+class TorchArtifactIOManager(ConfigurableIOManager):
+    """Stores an asset's value with ``torch.save`` at ``base_dir/<asset key>.pt`` (atomically)."""
+
+    base_dir: str
+
+    def _path(self, context: OutputContext | InputContext) -> Path:
+        return Path(self.base_dir) / ("__".join(context.asset_key.path) + ".pt")
+
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        import torch  # imported here: every step process loads this module
+
+        path = self._path(context)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        torch.save(obj, partial)
+        os.replace(partial, path)
+        context.add_output_metadata(
+            {
+                "path": MetadataValue.path(str(path)),
+                "size_mb": round(path.stat().st_size / 2**20, 2),
+            }
+        )
+
+    def load_input(self, context: InputContext) -> object:
+        import torch
+
+        path = self._path(context)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: materialise {context.asset_key}")
+        # Our own artifact (a HeteroData or a model bundle), so a full unpickle is expected.
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def artifact_io_manager(store_dir: Path) -> TorchArtifactIOManager:
+    return TorchArtifactIOManager(base_dir=str(store_dir / "artifacts"))

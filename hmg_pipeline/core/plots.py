@@ -1,0 +1,58 @@
+"""PNG plots for the reports: training curves and the confusion matrix (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def training_curves(histories: dict[int, Sequence]) -> bytes:
+    """Loss and validation weighted F1 per epoch, one line per fold."""
+    figure, (loss_axis, f1_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for fold, history in histories.items():
+        epochs = [h.epoch for h in history]
+        loss_axis.plot(epochs, [h.loss for h in history], label=f"fold {fold}")
+        f1_axis.plot(epochs, [h.val_weighted_f1 for h in history], label=f"fold {fold}")
+    loss_axis.set(title="training loss", xlabel="epoch", ylabel="cross-entropy")
+    f1_axis.set(title="validation weighted F1", xlabel="epoch", ylabel="weighted F1")
+    for axis in (loss_axis, f1_axis):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    return _png(figure)
+
+
+def confusion_matrix_plot(matrix: np.ndarray, class_names: Sequence[str], title: str) -> bytes:
+    """Row-normalised confusion matrix with counts."""
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    figure, axis = plt.subplots(figsize=(6.4, 5.6))
+    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    axis.set_yticks(range(len(class_names)), class_names)
+    axis.set(xlabel="predicted", ylabel="true", title=title)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            axis.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                color="white" if shares[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    return _png(figure)
