@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 from PIL import Image
 
 from hmg_pipeline.definitions import all_assets, all_checks, build_resources
@@ -33,6 +33,10 @@ UP_TO_QUARANTINE = [
     "raw_users_table",
     "quarantine",
 ]
+
+# The default selection of a test run: everything up to the features (training is slow; the
+# tests that need the graph or the model select them).
+UP_TO_FEATURES = AssetSelection.all() - AssetSelection.groups("graph", "model")
 
 VIEW_HEADER = (
     "user_id",
@@ -119,7 +123,7 @@ def materialize_on(
     )
     return materialize(
         [*all_assets, *all_checks],
-        selection=list(selection) if selection else None,
+        selection=list(selection) if selection else UP_TO_FEATURES,
         resources=resources,
         run_config=dict(run_config or {}),
         raise_on_error=raise_on_error,
