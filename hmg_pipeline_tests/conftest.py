@@ -107,7 +107,7 @@ class TinyDataset:
 def materialize_on(
     raw_dir: Path,
     store_dir: Path,
-    selection: Sequence[str] | None = None,
+    selection: Sequence[str] | AssetSelection | None = None,
     run_config: Mapping | None = None,
     raise_on_error: bool = True,
     flickr: FlickrResource | None = None,
@@ -123,7 +123,11 @@ def materialize_on(
     )
     return materialize(
         [*all_assets, *all_checks],
-        selection=list(selection) if selection else UP_TO_FEATURES,
+        selection=selection
+        if isinstance(selection, AssetSelection)
+        else list(selection)
+        if selection
+        else UP_TO_FEATURES,
         resources=resources,
         run_config=dict(run_config or {}),
         raise_on_error=raise_on_error,

@@ -215,6 +215,20 @@ def test_cache_reuses_and_separates_encoders(tmp_path: Path) -> None:
         assert cache.count("enc-a") == 3 and cache.count("enc-b") == 1
 
 
+def feature_views(first_comment: str) -> list[tuple[object, ...]]:
+    """Views over good, broken and missing images; the first comment is the one tests edit."""
+    return [
+        view("u1", "i1", "awe", comment_text=first_comment),
+        view("u2", "i1", "fear", comment_text="   "),
+        view("u3", "i2", "sadness", comment_text="so sad " * 400),
+        view("u1", "i2", "anger"),
+        view("u2", "i3", "awe", comment_text="broken image"),
+        view("u3", "i4", "awe"),
+        view("u1", "i5", "awe"),
+        view("u3", "i5", "fear"),
+    ]
+
+
 @pytest.fixture
 def feature_data(tiny: TinyDataset) -> TinyDataset:
     (tiny.raw_dir / "img" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
@@ -228,18 +242,7 @@ def feature_data(tiny: TinyDataset) -> TinyDataset:
             ("i5", "u9", "https://example.org/5.jpg", None, None),  # no file, not downloaded
         ]
     )
-    tiny.write_views(
-        [
-            view("u1", "i1", "awe", comment_text="wow, breathtaking"),
-            view("u2", "i1", "fear", comment_text="   "),
-            view("u3", "i2", "sadness", comment_text="so sad " * 400),
-            view("u1", "i2", "anger"),
-            view("u2", "i3", "awe", comment_text="broken image"),
-            view("u3", "i4", "awe"),
-            view("u1", "i5", "awe"),
-            view("u3", "i5", "fear"),
-        ]
-    )
+    tiny.write_views(feature_views("wow, breathtaking"))
     return tiny
 
 
@@ -297,18 +300,7 @@ def test_features_assets_cache_fill_and_quarantine(feature_data: TinyDataset) ->
     )
 
     # One changed comment: exactly one text is embedded again.
-    feature_data.write_views(
-        [
-            view("u1", "i1", "awe", comment_text="wow, breathtaking!!"),
-            view("u2", "i1", "fear", comment_text="   "),
-            view("u3", "i2", "sadness", comment_text="so sad " * 400),
-            view("u1", "i2", "anger"),
-            view("u2", "i3", "awe", comment_text="broken image"),
-            view("u3", "i4", "awe"),
-            view("u1", "i5", "awe"),
-            view("u3", "i5", "fear"),
-        ]
-    )
+    feature_data.write_views(feature_views("wow, breathtaking!!"))
     changed = feature_data.materialize(
         run_config={"ops": {"comment_embeddings": {"config": {"missing_comment_fill": "zeros"}}}}
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from dagster import AssetSelection
 
 from hmg_pipeline.core import sample
 from hmg_pipeline.core.schema import MIKELS_EMOTIONS
@@ -32,7 +33,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def cleaned(generated: Path, tmp_path_factory: pytest.TempPathFactory):
     store = tmp_path_factory.mktemp("store")
-    result = materialize_on(generated, store)
+    result = materialize_on(generated, store, AssetSelection.groups("raw", "flickr", "labels"))
     return result, store
 
 
