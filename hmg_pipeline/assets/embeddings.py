@@ -6,7 +6,6 @@ the assets: Dagster loads this module in every step's process.
 """
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -219,10 +218,11 @@ def _embed_texts(
     settings = encoders.settings()
     encoder = text_encoder(settings, device)
     progress = Progress(len(set(texts)), what, context.log.info)
-    compute_fn: Callable[[list[int]], tuple[np.ndarray, dict[int, str]]] = lambda idx: (  # noqa: E731
-        encode_texts(encoder, [texts[i] for i in idx], settings.batch_size_texts, progress.advance),
-        {},
-    )
+
+    def compute_fn(indices: list[int]) -> tuple[np.ndarray, dict[int, str]]:
+        chunk = [texts[i] for i in indices]
+        return encode_texts(encoder, chunk, settings.batch_size_texts, progress.advance), {}
+
     with VectorCache(paths.store_path / CACHE_FILE) as cache:
         result = embed_with_cache(
             cache, encoder.identity, encoder.dim, [text_hash(t) for t in texts], compute_fn

@@ -3,7 +3,6 @@
 
 from typing import Literal
 
-import polars as pl
 from dagster import AssetExecutionContext, AssetOut, Config, MetadataValue, Output, multi_asset
 from pydantic import Field
 
@@ -153,9 +152,3 @@ def trained_model(
             "message passing, their labels never do (as in the paper)",
         },
     )
-
-
-def fold_metric(metrics: pl.DataFrame, model: str, metric: str) -> list[float]:
-    """The per-fold values of one metric of one model."""
-    rows = metrics.filter((pl.col("model") == model) & (pl.col("metric") == metric))
-    return rows.sort("fold")["value"].to_list()

@@ -413,10 +413,6 @@ def medium_rendition(sizes: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(fitting, key=lambda s: int(s.get("width") or 0)) if fitting else None
 
 
-def redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
 def _retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
