@@ -221,6 +221,27 @@ def test_training_learns_a_separable_graph_and_is_reproducible() -> None:
     assert [h.loss for h in again.history] == [h.loss for h in first.history]
 
 
+def test_same_seed_same_metrics_on_a_graph_large_enough_for_parallel_kernels() -> None:
+    # Thousands of edges: CPU scatter kernels run on several threads at this size, which made
+    # runs differ before training switched to deterministic kernels on CPU.
+    rng = np.random.default_rng(3)
+    edges = [
+        (u, int(i), MIKELS_EMOTIONS[int(rng.integers(8))])
+        for u in range(400)
+        for i in rng.choice(300, 15, replace=False)
+    ]
+    contacts = [(u, int(v)) for u in range(400) for v in rng.choice(400, 10) if v != u]
+    data = make_graph(400, 300, edges, contacts)[0]
+    split = stratified_split(data[VIEWS].edge_label.numpy(), seed=0)
+    runs = [
+        train_fold(data, model_config_for(data), TrainConfig(epochs=2), split, torch.device("cpu"))
+        for _ in range(2)
+    ]
+    assert [h.loss for h in runs[0].history] == [h.loss for h in runs[1].history]
+    assert runs[0].test_metrics == runs[1].test_metrics
+    assert not torch.are_deterministic_algorithms_enabled()  # the global setting is restored
+
+
 def test_metrics_agree_with_scikit_learn() -> None:
     rng = np.random.default_rng(1)
     truth, predicted = rng.integers(0, 8, 200), rng.integers(0, 8, 200)

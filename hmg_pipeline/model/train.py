@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -115,6 +116,19 @@ def weighted_f1_of(model: HMGEmo, graph: GraphTensors, index: np.ndarray, amp: b
     return classification_metrics(labels, predictions, names)["weighted_f1"]
 
 
+@contextmanager
+def reproducible(device: torch.device) -> Iterator[None]:
+    """On CPU, deterministic kernels: PyG's parallel scatter-add otherwise sums in a varying
+    order, and the same seed gave different metrics on the sample. (On CUDA several scatter
+    kernels have no deterministic version, so it is left as it is there.)"""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(previous or device.type == "cpu")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
 def train_fold(
     data: HeteroData,
     model_config: ModelConfig,
@@ -125,6 +139,19 @@ def train_fold(
     log: Log = lambda message: None,
 ) -> FoldResult:
     """Train on ``split.train``, select on ``split.val``, report on ``split.test``."""
+    with reproducible(device):
+        return _train_fold(data, model_config, train_config, split, device, amp, log)
+
+
+def _train_fold(
+    data: HeteroData,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    split: Split,
+    device: torch.device,
+    amp: bool,
+    log: Log,
+) -> FoldResult:
     torch.manual_seed(train_config.seed + split.fold)
     rng = np.random.default_rng(train_config.seed + split.fold)
     graph = GraphTensors.of(data, device)
