@@ -1,7 +1,7 @@
 """Training benchmarks.
 
 Variants on the bundled sample (needs `make demo` first; CPU, 3 folds each):
-    python -m bench.training variants [--store data/store] [--epochs 20]
+    python -m bench.training variants [--store data/store] [--epochs 20] [--diagnostics]
 Step time at IESN scale (Table I sizes, random features of the paper's dimensions):
     python -m bench.training iesn-step --device cuda [--steps 20] [--amp]
 """
@@ -40,20 +40,40 @@ VARIANTS = {
     "HMG-Emo (sigmoid beta, default)": {},
     "HMG-Emo (exp beta, as written)": {"beta_activation": "exp"},
     "HMG-Emo-{AC}": {"use_ac": False},
+    "HMG-Emo-{T}": {"use_comments": False},
     "HMG-Emo-{T, AC}": {"use_comments": False, "use_ac": False},
+}
+# Diagnostics: the same models with edges without comment given zeros instead of U(0,1).
+ZERO_FILL_VARIANTS = {
+    "HMG-Emo, zeros fill": {},
+    "HMG-Emo-{AC}, zeros fill": {"use_ac": False},
 }
 
 
-def variants(store: Path, epochs: int, folds: int) -> None:
-    data = torch.load(store / "artifacts" / "hetero_graph.pt", weights_only=False)
-    splits = fold_splits(data[VIEWS].edge_label.numpy(), folds, 0)
+def with_zero_fill(data):
+    """A copy of the graph whose comment features are zero on edges without a comment."""
+    zeroed = data.clone()
+    attr = zeroed[VIEWS].edge_attr.clone()
+    attr[~zeroed[VIEWS].has_comment] = 0.0
+    zeroed[VIEWS].edge_attr = attr
+    zeroed["image", "rev_views", "user"].edge_attr = attr
+    return zeroed
+
+
+def variants(store: Path, epochs: int, folds: int, diagnostics: bool) -> None:
+    original = torch.load(store / "artifacts" / "hetero_graph.pt", weights_only=False)
+    splits = fold_splits(original[VIEWS].edge_label.numpy(), folds, 0)
     rows, seconds = [], {}
     for split in splits:
-        rows += metric_rows("majority class", split.fold, majority_baseline(data, split))
+        rows += metric_rows("majority class", split.fold, majority_baseline(original, split))
         rows += metric_rows(
-            "logistic regression", split.fold, logistic_regression_baseline(data, split)
+            "logistic regression", split.fold, logistic_regression_baseline(original, split)
         )
-    for name, settings in VARIANTS.items():
+    runs = [(name, settings, original) for name, settings in VARIANTS.items()]
+    if diagnostics:
+        zeroed = with_zero_fill(original)
+        runs += [(name, settings, zeroed) for name, settings in ZERO_FILL_VARIANTS.items()]
+    for name, settings, data in runs:
         started = time.perf_counter()
         for split in splits:
             result = train_fold(
@@ -157,6 +177,7 @@ def main() -> None:
     v.add_argument("--store", type=Path, default=Path("data/store"))
     v.add_argument("--epochs", type=int, default=20)
     v.add_argument("--folds", type=int, default=3)
+    v.add_argument("--diagnostics", action="store_true", help="also the zero-fill variants")
     s = sub.add_parser("iesn-step")
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--steps", type=int, default=20)
@@ -164,7 +185,7 @@ def main() -> None:
     s.add_argument("--batch-size", type=int, default=512)
     args = parser.parse_args()
     if args.command == "variants":
-        variants(args.store, args.epochs, args.folds)
+        variants(args.store, args.epochs, args.folds, args.diagnostics)
     else:
         iesn_step(args.device, args.steps, args.amp, args.batch_size)
 
