@@ -208,26 +208,33 @@ def _embed_texts(
     paths: PipelinePaths,
     compute: ComputeResource,
     encoders: EncoderResource,
-    texts: list[str],
+    texts: list[str | None],
     what: str,
-) -> tuple[np.ndarray, object, object, CachedResult]:
-    """Embed normalised texts through the cache; returns (vectors, encoder, device, result)."""
+) -> tuple[np.ndarray, list[bool], object, object, CachedResult]:
+    """Embed normalised texts through the cache; rows whose text is None stay zero.
+
+    Returns (vectors, has_text, encoder, device, cache result)."""
     from hmg_pipeline.core.encoders import encode_texts, text_encoder, text_hash
 
     device = _device(compute)
     settings = encoders.settings()
     encoder = text_encoder(settings, device)
-    progress = Progress(len(set(texts)), what, context.log.info)
+    with_text = [i for i, t in enumerate(texts) if t is not None]
+    present: list[str] = [texts[i] for i in with_text]  # type: ignore[misc]
+    progress = Progress(len(set(present)), what, context.log.info)
 
     def compute_fn(indices: list[int]) -> tuple[np.ndarray, dict[int, str]]:
-        chunk = [texts[i] for i in indices]
+        chunk = [present[i] for i in indices]
         return encode_texts(encoder, chunk, settings.batch_size_texts, progress.advance), {}
 
     with VectorCache(paths.store_path / CACHE_FILE) as cache:
         result = embed_with_cache(
-            cache, encoder.identity, encoder.dim, [text_hash(t) for t in texts], compute_fn
+            cache, encoder.identity, encoder.dim, [text_hash(t) for t in present], compute_fn
         )
-    return result.vectors, encoder, device, result
+    vectors = np.zeros((len(texts), encoder.dim), dtype=np.float32)
+    if with_text:
+        vectors[with_text] = result.vectors
+    return vectors, [t is not None for t in texts], encoder, device, result
 
 
 @asset(
@@ -250,27 +257,22 @@ def comment_embeddings(
 
     started = time.perf_counter()
     normalised = [normalise_text(t) for t in clean_labels["comment_text"].to_list()]
-    with_text = [i for i, t in enumerate(normalised) if t is not None]
-    vectors_text, encoder, device, result = _embed_texts(
-        context, paths, compute, encoders, [normalised[i] for i in with_text], "comment embeddings"
+    vectors, has_comment, encoder, device, result = _embed_texts(
+        context, paths, compute, encoders, normalised, "comment embeddings"
     )
-    dim = encoder.dim  # type: ignore[attr-defined]
     keys = [f"{u}\x1f{i}" for u, i in clean_labels.select("user_id", "image_id").iter_rows()]
-    vectors = np.zeros((clean_labels.height, dim), dtype=np.float32)
-    missing = [i for i, t in enumerate(normalised) if t is None]
+    missing = [i for i, present in enumerate(has_comment) if not present]
     if config.missing_comment_fill == "uniform" and missing:
-        vectors[missing] = uniform_fill([keys[i] for i in missing], dim)
-    if with_text:
-        vectors[with_text] = vectors_text
+        vectors[missing] = uniform_fill([keys[i] for i in missing], vectors.shape[1])
     table = clean_labels.select("user_id", "image_id").with_columns(
-        pl.Series("has_comment", [t is not None for t in normalised], dtype=pl.Boolean),
+        pl.Series("has_comment", has_comment, dtype=pl.Boolean),
         vector_column("vector", vectors),
     )
     seconds = time.perf_counter() - started
     context.add_output_metadata(
         {
             **_embedding_metadata(encoder, device, table.height, result, seconds),
-            "edges_with_comment": len(with_text),
+            "edges_with_comment": clean_labels.height - len(missing),
             "edges_filled": len(missing),
             "missing_comment_fill": config.missing_comment_fill,
         }
@@ -313,22 +315,18 @@ def group_embeddings(
     started = time.perf_counter()
     groups = cleaning.valid_rows(raw_groups, cleaning.quarantine_of(quarantine, "groups"))
     texts = group_texts(groups, flickr_groups)
-    with_text = [i for i, t in enumerate(texts) if t is not None]
-    vectors_text, encoder, device, result = _embed_texts(
-        context, paths, compute, encoders, [texts[i] for i in with_text], "group embeddings"
+    vectors, has_text, encoder, device, result = _embed_texts(
+        context, paths, compute, encoders, texts, "group embeddings"
     )
-    vectors = np.zeros((groups.height, encoder.dim), dtype=np.float32)  # type: ignore[attr-defined]
-    if with_text:
-        vectors[with_text] = vectors_text
     table = groups.select("group_id").with_columns(
-        pl.Series("has_text", [t is not None for t in texts], dtype=pl.Boolean),
+        pl.Series("has_text", has_text, dtype=pl.Boolean),
         vector_column("vector", vectors),
     )
     seconds = time.perf_counter() - started
     context.add_output_metadata(
         {
             **_embedding_metadata(encoder, device, table.height, result, seconds),
-            "groups_without_text": groups.height - len(with_text),
+            "groups_without_text": has_text.count(False),
         }
     )
     return table

@@ -9,44 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from hmg_pipeline.core.duckdb_files import connect_with_retry
+from hmg_pipeline.core.duckdb_files import DuckDBFile
 
 CACHE_FILE = "embedding_cache.duckdb"
 
 
-class VectorCache:
+class VectorCache(DuckDBFile):
     """``with VectorCache(path) as cache:``; one DuckDB table of (encoder, sha, vector)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: duckdb.DuckDBPyConnection | None = None
-
-    def __enter__(self) -> VectorCache:
-        self._db = connect_with_retry(self.path)
-        self._db.execute(
-            "create table if not exists vectors (encoder varchar not null, "
-            "content_sha varchar not null, vector float[] not null, "
-            "primary key (encoder, content_sha))"
-        )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> duckdb.DuckDBPyConnection:
-        if self._db is None:
-            raise RuntimeError("VectorCache used outside its 'with' block")
-        return self._db
+    SCHEMA = (
+        "create table if not exists vectors (encoder varchar not null, "
+        "content_sha varchar not null, vector float[] not null, "
+        "primary key (encoder, content_sha))"
+    )
 
     def lookup(self, encoder: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
         """Cached vectors of ``encoder`` for ``hashes`` (those it has)."""

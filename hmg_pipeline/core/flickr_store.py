@@ -11,12 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import duckdb
 import polars as pl
 
-from hmg_pipeline.core.duckdb_files import connect_with_retry
+from hmg_pipeline.core.duckdb_files import DuckDBFile
 from hmg_pipeline.core.flickr import RequestRecord
 
 RECHECK_STATUSES = ("error", "gone", "private")
@@ -57,29 +55,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class FlickrStore:
+class FlickrStore(DuckDBFile):
     """Open with ``with FlickrStore(path) as store:``; one writer process at a time."""
 
-    def __init__(self, path: Path, connect_timeout_s: float = 60.0) -> None:
-        self.path = path
-        self._connect_timeout_s = connect_timeout_s
-        self._connection: duckdb.DuckDBPyConnection | None = None
-
-    def __enter__(self) -> FlickrStore:
-        self._connection = connect_with_retry(self.path, self._connect_timeout_s)
-        self._connection.execute(_SCHEMA)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    @property
-    def db(self) -> duckdb.DuckDBPyConnection:
-        if self._connection is None:
-            raise RuntimeError("FlickrStore used outside its 'with' block")
-        return self._connection
+    SCHEMA = _SCHEMA
 
     # -- what to fetch --------------------------------------------------------------------
 
