@@ -9,18 +9,32 @@ from dagster import (
     load_asset_checks_from_modules,
     load_assets_from_modules,
 )
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 from hmg_pipeline import checks, schedules
-from hmg_pipeline.assets import embeddings, flickr, graph, labels, raw, training
+from hmg_pipeline.assets import (
+    augment,
+    embeddings,
+    experiments,
+    flickr,
+    graph,
+    labels,
+    raw,
+    training,
+)
 from hmg_pipeline.resources import (
     ComputeResource,
     EncoderResource,
     FlickrResource,
+    LlavaResource,
     PipelinePaths,
 )
 from hmg_pipeline.storage import artifact_io_manager, duckdb_io_manager, executor
 
-ASSET_MODULES = [raw, flickr, labels, embeddings, graph, training]
+ASSET_MODULES = [raw, flickr, labels, embeddings, graph, training, augment, experiments]
 
 
 def build_resources(
@@ -28,6 +42,7 @@ def build_resources(
     compute: ComputeResource | None = None,
     flickr: FlickrResource | None = None,
     encoders: EncoderResource | None = None,
+    llava: LlavaResource | None = None,
 ) -> dict:
     """The resources every asset needs, for the given data directories."""
     return {
@@ -35,6 +50,7 @@ def build_resources(
         "compute": compute or ComputeResource.from_env(),
         "flickr": flickr or FlickrResource.from_env(),
         "encoders": encoders or EncoderResource.from_env(),
+        "llava": llava or LlavaResource.from_env(),
         "io_manager": duckdb_io_manager(paths.store_path),
         "artifact_io_manager": artifact_io_manager(paths.store_path),
     }
@@ -51,10 +67,28 @@ main_job = define_asset_job(
     description="trained_model and evaluation_metrics with everything upstream, on HMG_RAW_DIR.",
 )
 
+# All variants in one run: the partition-range tags make experiment_results run every partition
+# (a UI backfill of experiment_results instead runs one partition per run).
+_variant_keys = experiments.variant_partitions.get_partition_keys()
+paper_experiments_job = define_asset_job(
+    "paper_experiments",
+    selection=AssetSelection.assets("paper_tables").upstream().required_multi_asset_neighbors(),
+    tags={
+        ASSET_PARTITION_RANGE_START_TAG: _variant_keys[0],
+        ASSET_PARTITION_RANGE_END_TAG: _variant_keys[-1],
+    },
+    description="Every variant of experiment_results (Tables II-V), paper_tables, and upstream.",
+)
+
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[main_job, schedules.flickr_recheck_job, schedules.flickr_downstream_job],
+    jobs=[
+        main_job,
+        paper_experiments_job,
+        schedules.flickr_recheck_job,
+        schedules.flickr_downstream_job,
+    ],
     schedules=[schedules.refresh_dead_flickr_content],
     sensors=[schedules.flickr_changes_sensor],
     resources=build_resources(PipelinePaths.from_env()),

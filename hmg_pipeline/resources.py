@@ -11,11 +11,13 @@ from pydantic import Field
 
 from hmg_pipeline.core.flickr import DEFAULT_API_URL as DEFAULT_FLICKR_URL
 from hmg_pipeline.core.flickr import FlickrSettings
+from hmg_pipeline.core.llava import DEFAULT_OLLAMA_URL, PAPER_LLAVA_MODEL
 
 if TYPE_CHECKING:
     import torch
 
     from hmg_pipeline.core.encoders import EncoderSettings
+    from hmg_pipeline.core.llava import CommentGenerator
 
 DEFAULT_RAW_DIR = "data/sample"
 DEFAULT_STORE_DIR = "data/store"
@@ -159,3 +161,43 @@ class EncoderResource(ConfigurableResource):
             batch_size_texts=self.batch_size_texts,
             loader_workers=self.loader_workers,
         )
+
+
+class LlavaResource(ConfigurableResource):
+    """Which vision-language model writes the augmented comments (``llava_comments``).
+
+    ``HMG_LLAVA_BACKEND``: transformers (default) or ollama. ``HMG_LLAVA_MODEL``: for
+    transformers a Hugging Face id or local directory (default the paper's LLaVA 1.5 7B; the
+    special value ``tiny-random`` is a tiny random model, an offline plumbing check), for Ollama
+    the served model name (default ``llava``). ``HMG_OLLAMA_URL``: the server (localhost)."""
+
+    backend: str = Field(default="transformers", description="transformers or ollama")
+    model: str = Field(default="", description="model id, directory or Ollama name")
+    ollama_url: str = Field(default=DEFAULT_OLLAMA_URL, description="Ollama-compatible server")
+    max_new_tokens: int = Field(default=60, description="longest comment, in tokens")
+    batch_size: int = Field(default=8, description="images per generate call (transformers)")
+    seed: int = Field(default=0, description="seed of the synonym drawn for each edge")
+
+    @classmethod
+    def from_env(cls) -> LlavaResource:
+        return cls(
+            backend=os.environ.get("HMG_LLAVA_BACKEND", "transformers"),
+            model=os.environ.get("HMG_LLAVA_MODEL", ""),
+            ollama_url=os.environ.get("HMG_OLLAMA_URL", DEFAULT_OLLAMA_URL),
+        )
+
+    def model_name(self) -> str:
+        if self.model.strip():
+            return self.model.strip()
+        return "llava" if self.backend == "ollama" else PAPER_LLAVA_MODEL
+
+    def generator(self, models_dir: Path, device: str) -> CommentGenerator:
+        """The configured backend, ready to generate (a clear error when it is not)."""
+        from hmg_pipeline.core.llava import OllamaLlava, TransformersLlava, resolve_llava_model
+
+        if self.backend == "ollama":
+            return OllamaLlava(self.ollama_url, self.model_name(), self.max_new_tokens)
+        if self.backend == "transformers":
+            path = resolve_llava_model(self.model_name(), models_dir)
+            return TransformersLlava(path, device, self.max_new_tokens, label=self.model_name())
+        raise ValueError(f"HMG_LLAVA_BACKEND={self.backend!r}: use transformers or ollama")

@@ -54,7 +54,7 @@ class PolarsTableHandler(DuckDBPolarsTypeHandler):
                 connection.execute(
                     f"create table if not exists {table} as select * from hmg_output limit 0"
                 )
-                connection.execute(f"insert into {table} select * from hmg_output")
+                connection.execute(f"insert into {table} by name select * from hmg_output")
             else:
                 connection.execute(f"create or replace table {table} as select * from hmg_output")
         finally:
@@ -95,6 +95,27 @@ def duckdb_io_manager(store_dir: Path) -> HmgDuckDBIOManager:
     """The IO manager for all tabular assets; the schema comes from each asset's metadata."""
     store_dir.mkdir(parents=True, exist_ok=True)
     return HmgDuckDBIOManager(database=str(duckdb_path(store_dir)))
+
+
+def read_store_table(store_dir: Path, schema: str, table: str) -> pl.DataFrame:
+    """A table of the DuckDB store, for an asset that needs it only in some partitions (it
+    declares the table's asset in ``deps``); a clear error when it was never materialised."""
+    from hmg_pipeline.core.duckdb_files import connect_with_retry
+
+    connection = connect_with_retry(duckdb_path(store_dir))
+    try:
+        exists = connection.execute(
+            "select count(*) from information_schema.tables where table_schema = ? "
+            "and table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+        if not exists:
+            raise FileNotFoundError(
+                f"{schema}.{table} is not in {duckdb_path(store_dir)}: materialise {table} first"
+            )
+        return connection.execute(f"select * from {schema}.{table}").pl()
+    finally:
+        connection.close()
 
 
 def group_metadata(schema: str) -> dict[str, str]:

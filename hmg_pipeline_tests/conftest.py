@@ -14,11 +14,13 @@ import pytest
 from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 from PIL import Image
 
+from hmg_pipeline.core.schema import MIKELS_EMOTIONS
 from hmg_pipeline.definitions import all_assets, all_checks, build_resources
 from hmg_pipeline.resources import (
     ComputeResource,
     EncoderResource,
     FlickrResource,
+    LlavaResource,
     PipelinePaths,
 )
 from hmg_pipeline.storage import duckdb_path
@@ -35,8 +37,10 @@ UP_TO_QUARANTINE = [
 ]
 
 # The default selection of a test run: everything up to the features (training is slow; the
-# tests that need the graph or the model select them).
-UP_TO_FEATURES = AssetSelection.all() - AssetSelection.groups("graph", "model")
+# tests that need the graph, the model or the experiments select them).
+UP_TO_FEATURES = AssetSelection.all() - AssetSelection.groups(
+    "graph", "model", "augment", "experiments"
+)
 
 VIEW_HEADER = (
     "user_id",
@@ -86,6 +90,18 @@ class TinyDataset:
             self.raw_dir / "images.csv", ("image_id", "owner_id", "url", "file", "posted_at"), rows
         )
 
+    def write_trainable_views(self, extra: Sequence[Sequence[object]] = ()) -> None:
+        """Six views of u1-u3 over i1 and i2 in three classes, then ``extra``: with a few
+        more, enough labelled edges for stratified 80:10:10 folds."""
+        self.write_views(
+            [
+                view(f"u{u}", f"i{1 + (u + k) % 2}", MIKELS_EMOTIONS[(u + k) % 3])
+                for u in range(1, 4)
+                for k in range(2)
+            ]
+            + list(extra)
+        )
+
     def write_contacts(self, rows: Iterable[Sequence[object]]) -> None:
         write_csv(self.raw_dir / "contacts.csv", ("user_id", "contact_id"), rows)
 
@@ -113,6 +129,8 @@ def materialize_on(
     flickr: FlickrResource | None = None,
     instance: DagsterInstance | None = None,
     encoders: EncoderResource | None = None,
+    llava: LlavaResource | None = None,
+    partition_key: str | None = None,
 ) -> ExecuteInProcessResult:
     """Materialise the project's assets (and their checks) with Dagster's own ``materialize``."""
     resources = build_resources(
@@ -120,6 +138,7 @@ def materialize_on(
         ComputeResource(device="cpu"),
         flickr or FlickrResource(),
         encoders or EncoderResource(),
+        llava or LlavaResource(model="tiny-random"),
     )
     return materialize(
         [*all_assets, *all_checks],
@@ -132,6 +151,7 @@ def materialize_on(
         run_config=dict(run_config or {}),
         raise_on_error=raise_on_error,
         instance=instance,
+        partition_key=partition_key,
     )
 
 

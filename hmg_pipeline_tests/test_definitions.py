@@ -80,3 +80,42 @@ def test_sample_cli_writes_tables(tmp_path: Path) -> None:
         env={**os.environ},
     )
     assert (tmp_path / "views.csv").is_file() and (tmp_path / "images").is_dir()
+
+
+def test_paper_experiments_runs_every_variant_and_hmg_main_never_sees_llava() -> None:
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    from hmg_pipeline.model.variants import VARIANTS
+
+    job = defs.resolve_job_def("paper_experiments")
+    keys = [variant.key for variant in VARIANTS]
+    assert job.partitions_def.get_partition_keys() == keys
+    assert job.tags[ASSET_PARTITION_RANGE_START_TAG] == keys[0]
+    assert job.tags[ASSET_PARTITION_RANGE_END_TAG] == keys[-1]
+    assert {"experiment_results", "paper_tables", "llava_comments", "hetero_graph"} <= {
+        node.name for node in job.nodes
+    }
+    # The paper's ethics note: augmented comments never train HMG-Emo by default.
+    main = {node.name for node in defs.resolve_job_def("hmg_main").nodes}
+    assert "trained_model" in main and not {"llava_comments", "llava_comment_embeddings"} & main
+
+
+def test_llava_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hmg_pipeline.resources import LlavaResource
+
+    assert LlavaResource().model_name() == "llava-hf/llava-1.5-7b-hf"
+    assert LlavaResource(backend="ollama").model_name() == "llava"
+    monkeypatch.setenv("HMG_LLAVA_BACKEND", "ollama")
+    monkeypatch.setenv("HMG_LLAVA_MODEL", "llava:13b")
+    monkeypatch.setenv("HMG_OLLAMA_URL", "http://gpu-box:11434")
+    resource = LlavaResource.from_env()
+    assert (resource.backend, resource.model_name(), resource.ollama_url) == (
+        "ollama",
+        "llava:13b",
+        "http://gpu-box:11434",
+    )
+    with pytest.raises(ValueError, match="transformers or ollama"):
+        LlavaResource(backend="vllm").generator(Path("."), "cpu")

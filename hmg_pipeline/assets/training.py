@@ -13,8 +13,9 @@ from hmg_pipeline.storage import DUCKDB_TAGS, group_metadata
 GROUP = "model"
 
 
-class TrainingConfig(Config):
-    """Training and model settings; defaults are the paper's (Sec. IV-B)."""
+class TrainingSettings(Config):
+    """Settings every trained model shares (``trained_model`` and every experiment variant);
+    defaults are the paper's (Sec. IV-B)."""
 
     epochs: int = Field(default=20)
     lr: float = Field(default=0.005)
@@ -23,25 +24,35 @@ class TrainingConfig(Config):
     seed: int = Field(default=0)
     num_layers: int = Field(default=5)
     hidden: int = Field(default=64)
-    backbone: Literal["gat", "sage", "graphconv"] = Field(default="gat")
-    use_comments: bool = Field(default=True, description="T: comment edge term of Eq. 3")
-    use_ac: bool = Field(default=True, description="AC: adaptive combination, Eq. 5-6")
-    combine: Literal["concat", "add", "mul"] = Field(default="concat")
     beta_activation: Literal["exp", "sigmoid"] = Field(
         default="sigmoid", description="exp is the paper as written (unbounded beta)"
     )
     dropout: float = Field(default=0.2)
 
-    def model_settings(self) -> dict:
+    def shared_model_settings(self) -> dict:
         return {
             "num_layers": self.num_layers,
             "hidden": self.hidden,
+            "beta_activation": self.beta_activation,
+            "dropout": self.dropout,
+        }
+
+
+class TrainingConfig(TrainingSettings):
+    """``trained_model``'s settings: the shared ones and the model's switches."""
+
+    backbone: Literal["gat", "sage", "graphconv"] = Field(default="gat")
+    use_comments: bool = Field(default=True, description="T: comment edge term of Eq. 3")
+    use_ac: bool = Field(default=True, description="AC: adaptive combination, Eq. 5-6")
+    combine: Literal["concat", "add", "mul"] = Field(default="concat")
+
+    def model_settings(self) -> dict:
+        return {
+            **self.shared_model_settings(),
             "backbone": self.backbone,
             "use_comments": self.use_comments,
             "use_ac": self.use_ac,
             "combine": self.combine,
-            "beta_activation": self.beta_activation,
-            "dropout": self.dropout,
         }
 
 

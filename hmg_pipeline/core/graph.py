@@ -126,3 +126,30 @@ def build_hetero_graph(
         dropped_contacts_unknown_user=contacts.height - known.height,
     )
     return data, stats
+
+
+class NonEdgeSampler:
+    """Uniform (user, image) pairs that are not user-image edges of the graph: the negatives of
+    the paper's negative-sampling experiment (Table V). Existing pairs are kept as sorted codes
+    ``user * num_images + image``; draws that hit one are rejected and redrawn."""
+
+    def __init__(self, edge_index: np.ndarray, num_users: int, num_images: int) -> None:
+        self.num_users = num_users
+        self.num_images = num_images
+        self.existing = np.unique(edge_index[0].astype(np.int64) * num_images + edge_index[1])
+        if len(self.existing) >= num_users * num_images:
+            raise ValueError("every user-image pair is an edge: there is no negative to sample")
+
+    def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """``count`` non-edges as a (2, count) array of (user index, image index)."""
+        total = self.num_users * self.num_images
+        chosen: list[np.ndarray] = []
+        needed = count
+        while needed > 0:
+            draws = rng.integers(0, total, size=max(2 * needed, 16))
+            position = np.searchsorted(self.existing, draws).clip(max=len(self.existing) - 1)
+            fresh = draws[self.existing[position] != draws] if len(self.existing) else draws
+            chosen.append(fresh[:needed])
+            needed -= len(chosen[-1])
+        codes = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
+        return np.stack([codes // self.num_images, codes % self.num_images])

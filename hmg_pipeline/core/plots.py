@@ -56,3 +56,31 @@ def confusion_matrix_plot(matrix: np.ndarray, class_names: Sequence[str], title:
             )
     figure.colorbar(image, ax=axis, fraction=0.046)
     return _png(figure)
+
+
+def grouped_bars(
+    groups: dict[str, list[tuple[str, float, float]]], metric: str = "test weighted F1"
+) -> bytes:
+    """One panel per group (a paper table): a bar per row with its mean and std error bar."""
+    groups = {name: rows for name, rows in groups.items() if rows}
+    figure, axes = plt.subplots(
+        1,
+        max(len(groups), 1),
+        figsize=(3.4 * max(len(groups), 1), 3.8),
+        squeeze=False,
+        sharey=True,
+    )
+    for axis, (name, rows) in zip(axes[0], groups.items(), strict=False):
+        labels = [label for label, _, _ in rows]
+        axis.bar(
+            range(len(rows)),
+            [mean for _, mean, _ in rows],
+            yerr=[std for _, _, std in rows],
+            capsize=4,
+            color="#4c72b0",
+        )
+        axis.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
+        axis.set(title=name, ylim=(0, 1))
+        axis.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(f"{metric} (mean ± std over folds)")
+    return _png(figure)

@@ -34,6 +34,7 @@ from torch_geometric.nn import GATConv, GraphConv, HeteroConv, SAGEConv
 from hmg_pipeline.core.graph import CONNECTS, REV_VIEWS, VIEWS
 
 Backbone = Literal["gat", "sage", "graphconv"]
+Architecture = Literal["hmg_emo", "comments_only"]
 
 
 @dataclass
@@ -58,6 +59,7 @@ class ModelConfig:
     dropout: float = 0.2
     extra_classes: int = 0  # e.g. 1 for the negative-sampling class "none"
     variant: str = field(default="HMG-Emo")
+    architecture: Architecture = "hmg_emo"  # comments_only: Table III's classifier
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,3 +184,12 @@ class CommentsOnly(nn.Module):
 
     def forward(self, comments: Tensor) -> Tensor:
         return self.head(comments)
+
+
+def build_model(config: ModelConfig) -> HMGEmo | CommentsOnly:
+    """The network named by ``config.architecture``."""
+    if config.architecture == "comments_only":
+        return CommentsOnly(config)
+    if config.architecture == "hmg_emo":
+        return HMGEmo(config)
+    raise ValueError(f"unknown architecture {config.architecture!r}: hmg_emo or comments_only")

@@ -19,7 +19,7 @@ import polars as pl
 import torch
 from torch_geometric.data import HeteroData
 
-from hmg_pipeline.model.hmg_emo import HMGEmo, ModelConfig
+from hmg_pipeline.model.hmg_emo import HMGEmo, ModelConfig, build_model
 from hmg_pipeline.model.train import GraphTensors
 
 
@@ -55,7 +55,7 @@ def model_bundle(
 def trained_model_from_bundle(bundle: dict) -> TrainedModel:
     config = dict(bundle["model_config"])
     config["head_hidden"] = tuple(config["head_hidden"])
-    model = HMGEmo(ModelConfig(**config))
+    model = build_model(ModelConfig(**config))
     model.load_state_dict(bundle["state_dict"])
     model.eval()
     return TrainedModel(

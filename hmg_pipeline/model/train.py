@@ -4,6 +4,12 @@ Each step runs message passing over the whole graph and classifies one batch of 
 edges (PyG's neighbour samplers need pyg-lib or torch-sparse, not installable here). Adam,
 cosine annealing over the epochs, model selection on validation weighted F1 (the best epoch's
 weights are kept). Deviation: none of the paper's values; all are settings.
+
+Every model of the paper's experiments trains here: HMG-Emo and its variants, the backbones, the
+comments-only classifier (Table III) and negative sampling (Table V: each batch adds as many
+non-edges labelled with the extra class ``none``). Negatives never enter evaluation: validation
+and test are the real held-out edges, scored over the emotion classes, and a ``none``
+prediction on a real edge counts as a miss (its share is reported as ``none_predicted_share``).
 """
 
 from __future__ import annotations
@@ -23,10 +29,10 @@ from sklearn.preprocessing import StandardScaler
 from torch.nn import functional as F
 from torch_geometric.data import HeteroData
 
-from hmg_pipeline.core.graph import VIEWS
+from hmg_pipeline.core.graph import VIEWS, NonEdgeSampler
 from hmg_pipeline.core.metrics import classification_metrics, confusion
 from hmg_pipeline.core.splits import Split
-from hmg_pipeline.model.hmg_emo import HMGEmo, ModelConfig
+from hmg_pipeline.model.hmg_emo import CommentsOnly, HMGEmo, ModelConfig, build_model
 
 Log = Callable[[str], None]
 
@@ -40,6 +46,7 @@ class TrainConfig:
     batch_size: int = 512
     weight_decay: float = 0.0
     seed: int = 0
+    negative_sampling: bool = False  # Table V: one non-edge labelled "none" per batch edge
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,23 +104,52 @@ class GraphTensors:
         )
 
 
+Model = HMGEmo | CommentsOnly
+
+
+def edge_logits(
+    model: Model, graph: GraphTensors, edges: torch.Tensor, non_edges: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Logits of the user-image edges ``edges`` (indices), then of the ``non_edges`` pairs.
+
+    HMG-Emo classifies a pair from its node embeddings after message passing; the comments-only
+    classifier classifies an edge from its comment features (it cannot score non-edges)."""
+    if isinstance(model, CommentsOnly):
+        if non_edges is not None:
+            raise ValueError("the comments-only classifier has no features for non-edges")
+        return model(graph.edge_attr[VIEWS][edges])
+    nodes = model.encode(graph.x, graph.edge_index, graph.edge_attr)
+    pairs = graph.pairs[:, edges]
+    if non_edges is not None:
+        pairs = torch.cat([pairs, non_edges], dim=1)
+    return model.classify(nodes, pairs)
+
+
 def predict_logits(
-    model: HMGEmo, graph: GraphTensors, index: np.ndarray, amp: bool = False
+    model: Model, graph: GraphTensors, index: np.ndarray, amp: bool = False
 ) -> torch.Tensor:
     """Logits of the edges ``index`` with the model in eval mode."""
     model.eval()
     device_type = graph.pairs.device.type
     with torch.no_grad(), torch.autocast(device_type, torch.bfloat16, enabled=amp):
-        nodes = model.encode(graph.x, graph.edge_index, graph.edge_attr)
         selected = torch.as_tensor(index, device=graph.pairs.device)
-        return model.classify(nodes, graph.pairs[:, selected]).float()
+        return edge_logits(model, graph, selected).float()
 
 
-def weighted_f1_of(model: HMGEmo, graph: GraphTensors, index: np.ndarray, amp: bool) -> float:
+def held_out_metrics(
+    model: Model, graph: GraphTensors, index: np.ndarray, class_names: list[str], amp: bool
+) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics over the emotion classes on real edges, and the confusion matrix. A prediction of
+    an extra class (negative sampling's ``none``) is a miss; its share is reported."""
     predictions = predict_logits(model, graph, index, amp).argmax(1).cpu().numpy()
-    labels = graph.labels[torch.as_tensor(index, device=graph.labels.device)].cpu().numpy()
-    names = [str(i) for i in range(model.config.num_classes + model.config.extra_classes)]
-    return classification_metrics(labels, predictions, names)["weighted_f1"]
+    truth = graph.labels[torch.as_tensor(index, device=graph.labels.device)].cpu().numpy()
+    metrics = classification_metrics(truth, predictions, class_names)
+    extra = model.config.extra_classes
+    if extra:
+        metrics["none_predicted_share"] = float(np.mean(predictions >= len(class_names)))
+    # Rows: the emotions (a real edge is never "none"); columns: also the extra classes.
+    matrix = confusion(truth, predictions, len(class_names) + extra)[: len(class_names)]
+    return metrics, matrix
 
 
 @contextmanager
@@ -155,7 +191,10 @@ def _train_fold(
     torch.manual_seed(train_config.seed + split.fold)
     rng = np.random.default_rng(train_config.seed + split.fold)
     graph = GraphTensors.of(data, device)
-    model = HMGEmo(model_config).to(device)
+    model = build_model(model_config).to(device)
+    negatives = negative_sampler(data, model_config, train_config)
+    negative_rng = np.random.default_rng([train_config.seed + split.fold, 1])
+    none_class = model_config.num_classes  # the first extra class
     optimizer = torch.optim.Adam(
         model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
     )
@@ -171,11 +210,17 @@ def _train_fold(
         for start in range(0, len(order), train_config.batch_size):
             step_started = time.perf_counter()
             batch = torch.as_tensor(order[start : start + train_config.batch_size], device=device)
+            targets = graph.labels[batch]
+            non_edges = None
+            if negatives is not None:
+                non_edges = torch.as_tensor(
+                    negatives.sample(negative_rng, len(batch)), device=device
+                )
+                targets = torch.cat([targets, torch.full_like(targets, none_class)])
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-                nodes = model.encode(graph.x, graph.edge_index, graph.edge_attr)
-                logits = model.classify(nodes, graph.pairs[:, batch])
-            loss = F.cross_entropy(logits.float(), graph.labels[batch])
+                logits = edge_logits(model, graph, batch, non_edges)
+            loss = F.cross_entropy(logits.float(), targets)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
@@ -183,7 +228,7 @@ def _train_fold(
                 torch.cuda.synchronize(device)
             step_seconds.append(time.perf_counter() - step_started)
         scheduler.step()
-        val_f1 = weighted_f1_of(model, graph, split.val, amp)
+        val_f1 = held_out_metrics(model, graph, split.val, data.class_names, amp)[0]["weighted_f1"]
         seconds = time.perf_counter() - started
         history.append(EpochLog(epoch, float(np.mean(losses)), val_f1, seconds))
         log(
@@ -197,17 +242,31 @@ def _train_fold(
                 copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}),
             )
     model.load_state_dict(best[2])
-    predictions = predict_logits(model, graph, split.test, amp).argmax(1).cpu().numpy()
-    truth = data[VIEWS].edge_label[torch.as_tensor(split.test)].numpy()
+    test_metrics, matrix = held_out_metrics(model, graph, split.test, data.class_names, amp)
     return FoldResult(
         fold=split.fold,
         best_epoch=best[1],
         best_val_f1=best[0],
         state_dict=best[2],
         history=history,
-        test_metrics=classification_metrics(truth, predictions, data.class_names),
-        confusion=confusion(truth, predictions, len(data.class_names)),
+        test_metrics=test_metrics,
+        confusion=matrix,
         step_seconds=step_seconds,
+    )
+
+
+def negative_sampler(
+    data: HeteroData, model_config: ModelConfig, train_config: TrainConfig
+) -> NonEdgeSampler | None:
+    """The sampler of non-edges when negative sampling is on (checked against the model)."""
+    if not train_config.negative_sampling:
+        return None
+    if model_config.extra_classes < 1:
+        raise ValueError("negative sampling needs a model with extra_classes >= 1 (class none)")
+    if model_config.architecture != "hmg_emo":
+        raise ValueError("negative sampling needs a graph model: non-edges have no comment")
+    return NonEdgeSampler(
+        data[VIEWS].edge_index.numpy(), data["user"].num_nodes, data["image"].num_nodes
     )
 
 

