@@ -166,12 +166,13 @@ class EncoderResource(ConfigurableResource):
 class LlavaResource(ConfigurableResource):
     """Which vision-language model writes the augmented comments (``llava_comments``).
 
-    ``HMG_LLAVA_BACKEND``: transformers (default) or ollama. ``HMG_LLAVA_MODEL``: for
+    ``HMG_LLAVA_BACKEND``: transformers (default), ollama, or none (no generation: Table III's
+    augmented row is then reported as not run). ``HMG_LLAVA_MODEL``: for
     transformers a Hugging Face id or local directory (default the paper's LLaVA 1.5 7B; the
     special value ``tiny-random`` is a tiny random model, an offline plumbing check), for Ollama
     the served model name (default ``llava``). ``HMG_OLLAMA_URL``: the server (localhost)."""
 
-    backend: str = Field(default="transformers", description="transformers or ollama")
+    backend: str = Field(default="transformers", description="transformers, ollama or none")
     model: str = Field(default="", description="model id, directory or Ollama name")
     ollama_url: str = Field(default=DEFAULT_OLLAMA_URL, description="Ollama-compatible server")
     max_new_tokens: int = Field(default=60, description="longest comment, in tokens")
@@ -191,6 +192,14 @@ class LlavaResource(ConfigurableResource):
             return self.model.strip()
         return "llava" if self.backend == "ollama" else PAPER_LLAVA_MODEL
 
+    def identity(self, device: str) -> tuple[str, str]:
+        """(backend, model and the settings that change its output): the generation cache key's
+        first half. Greedy text also depends on the dtype, which follows the device."""
+        settings = f"max_new_tokens={self.max_new_tokens}"
+        if self.backend == "transformers":
+            settings += ",fp16" if device.startswith("cuda") else ",fp32"
+        return self.backend, f"{self.model_name()}|{settings}"
+
     def generator(self, models_dir: Path, device: str) -> CommentGenerator:
         """The configured backend, ready to generate (a clear error when it is not)."""
         from hmg_pipeline.core.llava import OllamaLlava, TransformersLlava, resolve_llava_model
@@ -200,4 +209,6 @@ class LlavaResource(ConfigurableResource):
         if self.backend == "transformers":
             path = resolve_llava_model(self.model_name(), models_dir)
             return TransformersLlava(path, device, self.max_new_tokens, label=self.model_name())
-        raise ValueError(f"HMG_LLAVA_BACKEND={self.backend!r}: use transformers or ollama")
+        raise ValueError(
+            f"HMG_LLAVA_BACKEND={self.backend!r}: use transformers or ollama (none: no comments)"
+        )

@@ -102,6 +102,8 @@ def read_store_table(store_dir: Path, schema: str, table: str) -> pl.DataFrame:
     declares the table's asset in ``deps``); a clear error when it was never materialised."""
     from hmg_pipeline.core.duckdb_files import connect_with_retry
 
+    if not duckdb_path(store_dir).is_file():
+        raise FileNotFoundError(f"{duckdb_path(store_dir)} does not exist: materialise {table}")
     connection = connect_with_retry(duckdb_path(store_dir))
     try:
         exists = connection.execute(

@@ -117,5 +117,12 @@ def test_llava_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
         "llava:13b",
         "http://gpu-box:11434",
     )
+    # The cache key names what changes greedy output: the length limit and the dtype.
+    assert LlavaResource().identity("cpu") == (
+        "transformers",
+        "llava-hf/llava-1.5-7b-hf|max_new_tokens=60,fp32",
+    )
+    assert LlavaResource().identity("cuda") != LlavaResource().identity("cpu")
+    assert LlavaResource(max_new_tokens=20).identity("cpu") != LlavaResource().identity("cpu")
     with pytest.raises(ValueError, match="transformers or ollama"):
         LlavaResource(backend="vllm").generator(Path("."), "cpu")

@@ -35,12 +35,14 @@ def llava_comments(
     flickr_images: pl.DataFrame,
 ) -> pl.DataFrame:
     """One generated comment per clean edge without comment text, from its image and a seeded
-    synonym of its emotion; cached by (backend, model, prompt, image sha256). Edges whose image
-    could not be embedded get no comment (status ``image_unreadable``)."""
+    synonym of its emotion; cached by (backend, model and its output settings, prompt, image
+    sha256). ``status``: generated, empty (the model returned no text), image_unreadable (the
+    image could not be embedded), or skipped (``HMG_LLAVA_BACKEND=none``)."""
     from hmg_pipeline.core.encoders import normalise_text
     from hmg_pipeline.core.llava import (
         CACHE_FILE,
         GenerationCache,
+        GenerationResult,
         generate_with_cache,
         pick_synonym,
         prompt_for,
@@ -57,7 +59,9 @@ def llava_comments(
     table = missing.with_columns(
         pl.Series("synonym", synonyms, dtype=pl.String),
         pl.Series("prompt", [prompt_for(s) for s in synonyms], dtype=pl.String),
-        pl.col("image_id").replace_strict(sha_of, default=None).alias("image_sha"),
+        pl.col("image_id")
+        .replace_strict(sha_of, default=None, return_dtype=pl.String)
+        .alias("image_sha"),
     )
     readable = table.filter(pl.col("image_sha").is_not_null())
     images = cleaning.valid_rows(raw_images, cleaning.quarantine_of(quarantine, "images"))
@@ -73,34 +77,43 @@ def llava_comments(
     keys = list(readable.select("prompt", "image_sha").iter_rows())
     device = str(compute.torch_device())
     model = llava.model_name()
+    skip = llava.backend == "none"
     context.log.info(
         f"{missing.height} clean edge(s) without comment; {readable.height} with a readable "
-        f"image get a comment from {llava.backend}/{model}"
+        + (
+            "image: none generated (HMG_LLAVA_BACKEND=none)"
+            if skip
+            else f"image get a comment from {llava.backend}/{model}"
+        )
     )
-    progress = Progress(len(keys), "LLaVA comments", context.log.info)
-    with GenerationCache(paths.store_path / CACHE_FILE) as cache:
-        result = generate_with_cache(
-            (llava.backend, model),
-            lambda: llava.generator(paths.store_path / "models", device),
-            cache,
-            keys,
-            lambda sha: file_of_sha[sha].read_bytes(),  # type: ignore[union-attr]
-            llava.batch_size,
-            progress.advance,
-        )
+    result = GenerationResult([None] * len(keys), 0, 0, 0.0)
+    if not skip:
+        progress = Progress(len(keys), "LLaVA comments", context.log.info)
+        with GenerationCache(paths.store_path / CACHE_FILE) as cache:
+            result = generate_with_cache(
+                llava.identity(device),
+                lambda: llava.generator(paths.store_path / "models", device),
+                cache,
+                keys,
+                lambda sha: file_of_sha[sha].read_bytes(),  # type: ignore[union-attr]
+                llava.batch_size,
+                progress.advance,
+            )
     comments = dict(zip(keys, result.comments, strict=True))
-    table = table.with_columns(
-        pl.struct("prompt", "image_sha")
-        .map_elements(
-            lambda key: comments.get((key["prompt"], key["image_sha"])), return_dtype=pl.String
-        )
-        .alias("comment"),
+    text = pl.struct("prompt", "image_sha").map_elements(
+        lambda key: comments.get((key["prompt"], key["image_sha"])), return_dtype=pl.String
+    )
+    table = table.with_columns(text.alias("comment")).with_columns(
         pl.when(pl.col("image_sha").is_null())
         .then(pl.lit("image_unreadable"))
+        .when(pl.lit(skip))
+        .then(pl.lit("skipped"))
+        .when(pl.col("comment").map_elements(normalise_text, return_dtype=pl.String).is_null())
+        .then(pl.lit("empty"))
         .otherwise(pl.lit("generated"))
         .alias("status"),
         pl.lit(llava.backend).alias("backend"),
-        pl.lit(model).alias("model"),
+        pl.lit(None if skip else model, dtype=pl.String).alias("model"),
     )
     generated = table.filter(pl.col("status") == "generated")
     unique_share = generated["comment"].n_unique() / generated.height if generated.height else 0.0

@@ -7,10 +7,13 @@ they are; a UI backfill runs one partition per run (in parallel where the deploy
 and the job ``paper_experiments`` runs all of them in one run.
 """
 
+import warnings
+
 import polars as pl
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
+    BetaWarning,
     Config,
     MetadataValue,
     StaticPartitionsDefinition,
@@ -25,6 +28,8 @@ from hmg_pipeline.resources import ComputeResource, PipelinePaths
 from hmg_pipeline.storage import DUCKDB_TAGS, group_metadata
 
 GROUP = "experiments"
+# BackfillPolicy is beta in this Dagster; its warning would repeat in every step's log.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
 variant_partitions = StaticPartitionsDefinition([variant.key for variant in VARIANTS])
 
 
@@ -44,14 +49,14 @@ def experiment_results(
     compute: ComputeResource,
     hetero_graph,
 ) -> pl.DataFrame:
-    """Test metrics per fold of each variant of this run's partitions (variant, name, fold,
-    metric, value). The LLaVA variant reads ``augment.llava_comment_embeddings``; the others
+    """Test metrics per fold of each variant of this run's partitions (variant, name, detail,
+    fold, metric, value). The LLaVA variant reads ``augment.llava_comment_embeddings``; the others
     do not need it."""
     import time
 
     from hmg_pipeline.core.metrics import summary_table
     from hmg_pipeline.model.experiments import (
-        edge_feature_matrix,
+        augmented_comment_features,
         results_frame,
         run_variant,
         with_comment_features,
@@ -69,8 +74,14 @@ def experiment_results(
         data, detail = hetero_graph, None
         if variant.comments == "llava":
             augmented = read_store_table(paths.store_path, "augment", "llava_comment_embeddings")
-            data = with_comment_features(data, edge_feature_matrix(data, augmented))
             notes[key] = dict(augmented.group_by("source").len().iter_rows())
+            features = augmented_comment_features(data, augmented)
+            if features is None:
+                context.log.warning(
+                    f"variant {key} not run: no generated comment (HMG_LLAVA_BACKEND=none?)"
+                )
+                continue
+            data = with_comment_features(data, features)
             detail = ", ".join(sorted(augmented["generator"].drop_nulls().unique())) or None
         context.log.info(f"variant {key} ({variant.name}) on {device}")
         started = time.perf_counter()

@@ -1,8 +1,8 @@
 """LLaVA-generated comments for edges without one: the paper's augmentation for Table III.
 
 For an edge (user, image, emotion) with no comment text, a vision-language model sees the image
-and a prompt that names a synonym of the edge's emotion, drawn per edge with a seed, so different
-users of the same image get different prompts. Backends:
+and a prompt that names a synonym of the edge's emotion, drawn per edge with a seed, so users of
+the same image usually get different prompts. Backends:
 
 - ``transformers``: ``LlavaForConditionalGeneration`` + ``AutoProcessor`` from a Hugging Face id
   or a local directory (the paper used LLaVA 7B, e.g. ``llava-hf/llava-1.5-7b-hf``, on a GPU);
@@ -10,8 +10,9 @@ users of the same image get different prompts. Backends:
   of the demo, whose text is noise, not LLaVA's;
 - ``ollama``: an Ollama-compatible server's ``/api/generate`` with the image attached.
 
-Decoding is greedy (temperature 0) so a generation is a function of (backend, model, prompt,
-image) and can be cached under that key; diversity comes from the synonyms. The prompt wording
+Decoding is greedy (temperature 0), so a generation is a function of the backend, the model
+and its output settings (the cache's "model" names them: max_new_tokens, dtype), the prompt and
+the image, and is cached under that key; diversity comes from the synonyms. The prompt wording
 and the synonym lists are ours (the paper does not publish its prompt).
 """
 
@@ -203,7 +204,8 @@ class TransformersLlava:
                 f"LLaVA model {name_or_path!r} could not be loaded ({error}). Give a local "
                 "directory holding the model and its processor in HMG_LLAVA_MODEL (download it, "
                 f"e.g. `hf download {PAPER_LLAVA_MODEL}`, where the Hugging Face Hub can be "
-                "reached), or serve LLaVA with Ollama and set HMG_LLAVA_BACKEND=ollama."
+                "reached), or serve LLaVA with Ollama and set HMG_LLAVA_BACKEND=ollama, or skip "
+                "the augmented comments with HMG_LLAVA_BACKEND=none."
             ) from None
         self.network.to(self.device).eval()
         self.processor.tokenizer.padding_side = "left"  # generation continues on the right
@@ -272,14 +274,15 @@ class OllamaLlava:
     def _post(self, body: dict) -> dict:
         try:
             reply = self.session.post(f"{self.url}/api/generate", json=body, timeout=self.timeout_s)
-        except (requests.ConnectionError, requests.Timeout) as error:
+        except requests.RequestException as error:  # refused, reset, timeout, broken body
             raise _Transient(f"{type(error).__name__}") from None
         if reply.status_code >= 500:
             raise _Transient(f"HTTP {reply.status_code}")
         if reply.status_code == 404:
             raise LlavaUnavailable(
-                f"the Ollama server at {self.url} has no model {self.model!r} "
-                f"({reply.text.strip()[:200]}): run `ollama pull {self.model}`"
+                f"{self.url}/api/generate answered 404 ({reply.text.strip()[:200]}): either the "
+                f"server has no model {self.model!r} (run `ollama pull {self.model}`) or it does "
+                "not speak Ollama's API"
             )
         if reply.status_code != 200:
             raise LlavaUnavailable(
@@ -379,7 +382,7 @@ class GenerationCache(DuckDBFile):
 
 @dataclass
 class GenerationResult:
-    comments: list[str]  # one per request
+    comments: list[str | None]  # one per request
     generated: int  # distinct (prompt, image) generated in this run
     reused: int  # distinct (prompt, image) found in the cache
     seconds_generating: float
@@ -404,9 +407,9 @@ def generate_with_cache(
         uses[key] = uses.get(key, 0) + 1
     missing = [key for key in uses if key not in known]
     advance(sum(n for key, n in uses.items() if key in known))
-    started = time.perf_counter()
-    fresh: dict[tuple[str, str], str] = {}
     generator = make_generator() if missing else None
+    started = time.perf_counter()  # generation only: loading the model is not counted
+    fresh: dict[tuple[str, str], str] = {}
     for start in range(0, len(missing), batch_size):
         chunk = missing[start : start + batch_size]
         comments = generator.generate([read_image(sha) for _, sha in chunk], [p for p, _ in chunk])
