@@ -325,6 +325,17 @@ def test_footnotes_say_how_negatives_and_llava_comments_enter() -> None:
 
 # -- through Dagster -------------------------------------------------------------------------
 
+# The graph with what its multi-assets also make, the augmented comments, and the experiments.
+EXPERIMENT_SELECTION = [
+    "*hetero_graph",
+    "label_drops",
+    "unreadable_images",
+    "llava_comments",
+    "llava_comment_embeddings",
+    "experiment_results",
+    "paper_tables",
+]
+
 
 def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
     tiny.write_trainable_views(
@@ -342,16 +353,7 @@ def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
             "paper_tables": {"config": {"reported_rmthg": {"weighted_f1": 0.5}}},
         }
     }
-    selection = [
-        "*hetero_graph",
-        "label_drops",
-        "unreadable_images",
-        "llava_comments",
-        "llava_comment_embeddings",
-        "experiment_results",
-        "paper_tables",
-    ]
-    result = tiny.materialize(selection, settings, partition_key="comments_only_llava")
+    result = tiny.materialize(EXPERIMENT_SELECTION, settings, partition_key="comments_only_llava")
     assert result.success
     comments = tiny.table("augment.llava_comments")
     assert comments.height == 9  # the clean edges without comment text
@@ -421,17 +423,8 @@ def test_without_a_llava_backend_table_iii_says_not_run(tiny: TinyDataset) -> No
     from hmg_pipeline.resources import LlavaResource
 
     tiny.write_trainable_views([view("u4", "i1", "awe"), view("u5", "i2", "fear")])
-    selection = [
-        "*hetero_graph",
-        "label_drops",
-        "unreadable_images",
-        "llava_comments",
-        "llava_comment_embeddings",
-        "experiment_results",
-        "paper_tables",
-    ]
     result = tiny.materialize(
-        selection,
+        EXPERIMENT_SELECTION,
         {"ops": {"experiment_results": {"config": {"epochs": 1, "folds": 2}}}},
         llava=LlavaResource(backend="none"),
         partition_key="comments_only_llava",
