@@ -419,19 +419,37 @@ def test_held_out_edges_get_an_emotion_even_when_none_scores_highest() -> None:
     assert matrix[:, 2].sum() == len(index)  # every edge predicted "awe", none left out
 
 
-def test_without_a_llava_backend_table_iii_says_not_run(tiny: TinyDataset) -> None:
+class SilentOllama(OllamaState):
+    """An Ollama that answers every prompt with whitespace only."""
+
+    def reply_for(self, body: dict) -> str:
+        return "  \n "
+
+
+@pytest.mark.parametrize(
+    ("backend", "status"), [("none", "skipped"), ("ollama", "empty")], ids=["none", "empty"]
+)
+def test_without_generated_text_table_iii_says_not_run(
+    tiny: TinyDataset, backend: str, status: str
+) -> None:
     from hmg_pipeline.resources import LlavaResource
 
     tiny.write_trainable_views([view("u4", "i1", "awe"), view("u5", "i2", "fear")])
-    result = tiny.materialize(
-        EXPERIMENT_SELECTION,
-        {"ops": {"experiment_results": {"config": {"epochs": 1, "folds": 2}}}},
-        llava=LlavaResource(backend="none"),
-        partition_key="comments_only_llava",
-    )
+    with ollama_server(SilentOllama()) as (url, _):
+        result = tiny.materialize(
+            EXPERIMENT_SELECTION,
+            {"ops": {"experiment_results": {"config": {"epochs": 1, "folds": 2}}}},
+            llava=LlavaResource(backend=backend, ollama_url=url),
+            partition_key="comments_only_llava",
+        )
     assert result.success
     comments = tiny.table("augment.llava_comments")
-    assert set(comments["status"]) == {"skipped"} and comments["comment"].null_count() == 8
+    # Every edge without comment has a row and a status: nothing dropped uncounted.
+    assert comments.height == 8 and set(comments["status"]) == {status}
+    expected_text = [None] * 8 if status == "skipped" else [""] * 8
+    assert comments["comment"].to_list() == expected_text
+    meta = result.asset_materializations_for_node("llava_comments")[0].metadata
+    assert f"| {status} | 8 |" in meta["status"].value
     assert set(tiny.table("augment.llava_comment_embeddings")["source"]) == {"fill"}
     assert tiny.table("experiments.experiment_results").height == 0
     tables = tiny.table("experiments.paper_tables")

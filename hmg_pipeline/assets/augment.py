@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, asset
 
-from hmg_pipeline.assets.embeddings import GPU_POOL, _embed_texts, image_sources
+from hmg_pipeline.assets.embeddings import GPU_POOL, embed_texts, image_sources
 from hmg_pipeline.core import cleaning
 from hmg_pipeline.core.features import vector_column
 from hmg_pipeline.core.progress import Progress
@@ -99,11 +99,17 @@ def llava_comments(
                 llava.batch_size,
                 progress.advance,
             )
-    comments = dict(zip(keys, result.comments, strict=True))
-    text = pl.struct("prompt", "image_sha").map_elements(
-        lambda key: comments.get((key["prompt"], key["image_sha"])), return_dtype=pl.String
-    )
-    table = table.with_columns(text.alias("comment")).with_columns(
+    generations = pl.DataFrame(
+        {
+            "prompt": [prompt for prompt, _ in keys],
+            "image_sha": [sha for _, sha in keys],
+            "comment": result.comments,
+        },
+        schema={"prompt": pl.String, "image_sha": pl.String, "comment": pl.String},
+    ).unique(["prompt", "image_sha"])
+    table = table.join(
+        generations, on=["prompt", "image_sha"], how="left", maintain_order="left"
+    ).with_columns(
         pl.when(pl.col("image_sha").is_null())
         .then(pl.lit("image_unreadable"))
         .when(pl.lit(skip))
@@ -165,12 +171,14 @@ def llava_comment_embeddings(
     generated = llava_comments.filter(pl.col("status") == "generated").select(
         "user_id", "image_id", "comment", pl.format("{}/{}", "backend", "model").alias("generator")
     )
-    edges = comment_embeddings.join(generated, on=["user_id", "image_id"], how="left")
+    edges = comment_embeddings.join(
+        generated, on=["user_id", "image_id"], how="left", maintain_order="left"
+    )
     texts = [
         None if has else normalise_text(comment)
         for has, comment in edges.select("has_comment", "comment").iter_rows()
     ]
-    vectors, has_text, encoder, device, result = _embed_texts(
+    vectors, has_text, encoder, device, result = embed_texts(
         context, paths, compute, encoders, texts, "LLaVA comment embeddings"
     )
     original = edges["vector"].to_numpy().reshape(edges.height, -1)

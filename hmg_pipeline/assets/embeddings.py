@@ -203,7 +203,7 @@ def image_embeddings(
     )
 
 
-def _embed_texts(
+def embed_texts(
     context: AssetExecutionContext,
     paths: PipelinePaths,
     compute: ComputeResource,
@@ -257,7 +257,7 @@ def comment_embeddings(
 
     started = time.perf_counter()
     normalised = [normalise_text(t) for t in clean_labels["comment_text"].to_list()]
-    vectors, has_comment, encoder, device, result = _embed_texts(
+    vectors, has_comment, encoder, device, result = embed_texts(
         context, paths, compute, encoders, normalised, "comment embeddings"
     )
     keys = [f"{u}\x1f{i}" for u, i in clean_labels.select("user_id", "image_id").iter_rows()]
@@ -315,7 +315,7 @@ def group_embeddings(
     started = time.perf_counter()
     groups = cleaning.valid_rows(raw_groups, cleaning.quarantine_of(quarantine, "groups"))
     texts = group_texts(groups, flickr_groups)
-    vectors, has_text, encoder, device, result = _embed_texts(
+    vectors, has_text, encoder, device, result = embed_texts(
         context, paths, compute, encoders, texts, "group embeddings"
     )
     table = groups.select("group_id").with_columns(

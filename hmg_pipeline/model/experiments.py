@@ -19,7 +19,7 @@ from hmg_pipeline.core.graph import REV_VIEWS, VIEWS
 from hmg_pipeline.core.llava import TINY_RANDOM
 from hmg_pipeline.core.metrics import PAPER_METRICS
 from hmg_pipeline.core.splits import fold_splits
-from hmg_pipeline.model.train import TrainConfig, metric_rows, model_config_for, train_fold
+from hmg_pipeline.model.train import TrainConfig, model_config_for, train_fold
 from hmg_pipeline.model.variants import PAPER_TABLES, Variant
 
 Log = Callable[[str], None]
@@ -69,13 +69,17 @@ def edge_rows(data: HeteroData, table: pl.DataFrame) -> pl.DataFrame:
     return joined.sort("edge")
 
 
+def vector_matrix(rows: pl.DataFrame, column: str = "vector") -> torch.Tensor:
+    """A fixed-size ``Array(Float32, d)`` column as a (rows, d) float tensor."""
+    dim = rows.schema[column].shape[0]
+    return torch.from_numpy(rows[column].to_numpy().reshape(rows.height, dim).astype("float32"))
+
+
 def edge_feature_matrix(
     data: HeteroData, table: pl.DataFrame, column: str = "vector"
 ) -> torch.Tensor:
     """``table``'s vectors (user_id, image_id, vector) in the order of the graph's edges."""
-    rows = edge_rows(data, table.select("user_id", "image_id", column))
-    dim = table.schema[column].shape[0]
-    return torch.from_numpy(rows[column].to_numpy().reshape(rows.height, dim).astype("float32"))
+    return vector_matrix(edge_rows(data, table.select("user_id", "image_id", column)), column)
 
 
 def augmented_comment_features(data: HeteroData, table: pl.DataFrame) -> torch.Tensor | None:
@@ -85,7 +89,7 @@ def augmented_comment_features(data: HeteroData, table: pl.DataFrame) -> torch.T
     rows = edge_rows(data, table.select("user_id", "image_id", "source", "vector"))
     if not (rows["source"] == "llava").any():
         return None
-    features = edge_feature_matrix(data, table)
+    features = vector_matrix(rows)
     kept = torch.from_numpy((rows["source"] != "llava").to_numpy())
     if features.shape[1] != data[VIEWS].edge_attr.shape[1] or not torch.allclose(
         features[kept], data[VIEWS].edge_attr[kept]
@@ -121,11 +125,16 @@ def run_variant(
         log(f"{variant.key}: fold {split.fold + 1}/{folds}")
         result = train_fold(data, model_config, config, split, device, amp, log)
         rows += [
-            {"variant": variant.key, "name": variant.name, "detail": detail, **row}
-            for row in metric_rows(variant.name, split.fold, result.test_metrics)
+            {
+                "variant": variant.key,
+                "name": variant.name,
+                "detail": detail,
+                "fold": split.fold,
+                "metric": metric,
+                "value": float(value),
+            }
+            for metric, value in result.test_metrics.items()
         ]
-    for row in rows:
-        row.pop("model")
     return rows
 
 
