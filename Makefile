@@ -7,7 +7,13 @@ STAMP := $(VENV)/.installed
 
 export HMG_RAW_DIR ?= data/sample
 export HMG_STORE_DIR ?= data/store
-export DAGSTER_HOME ?= $(abspath $(HMG_STORE_DIR))/dagster_home
+# The Dagster instance lives in the store, unless DAGSTER_HOME is set (other than by the activated
+# .venv: hmg.env marks the one it sets with HMG_VENV_DAGSTER_HOME).
+ifeq ($(DAGSTER_HOME),$(HMG_VENV_DAGSTER_HOME))
+export DAGSTER_HOME := $(abspath $(HMG_STORE_DIR))/dagster_home
+else
+export DAGSTER_HOME
+endif
 # `make demo` runs the job hmg_main: trained_model and evaluation_metrics with all their
 # upstream assets (and the other outputs of upstream multi-assets), and their checks.
 MAIN_JOB ?= hmg_main
@@ -26,7 +32,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# `source .venv/bin/activate` also sources hmg.env (appended once to the bash/zsh activate
+# script): the plain `dagster` commands then find this code location and instance.
+install: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	@grep -qsF '/hmg.env"' "$(BIN)/activate" || printf '\n# Added by `make install`: the project environment (hmg.env).\nHMG_PROJECT_DIR=%s; . "$$HMG_PROJECT_DIR/hmg.env"\n' "'$(CURDIR)'" >> "$(BIN)/activate"
 
 # Concurrency pools (the `gpu` pool of the embedding and training assets) default to one
 # step at a time across all runs of this instance.
@@ -34,11 +43,13 @@ $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p "$(DAGSTER_HOME)"
 	printf 'concurrency:\n  pools:\n    default_limit: 1\n' > "$@"
 
-demo: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster job execute -m hmg_pipeline.definitions -j $(MAIN_JOB)
+# The run is launched in the code location `dagster dev` loads (hmg_pipeline/launch.py): the UI
+# lists it under the job; make waits for it and fails if the run fails.
+demo: install
+	$(BIN)/python -m hmg_pipeline.launch $(MAIN_JOB)
 
-experiments: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster job execute -m hmg_pipeline.definitions -j paper_experiments
+experiments: install
+	$(BIN)/python -m hmg_pipeline.launch paper_experiments
 
 test: install
 	$(BIN)/ruff check .
@@ -53,7 +64,7 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-dev: install $(DAGSTER_HOME)/dagster.yaml
+dev: install
 	$(BIN)/dagster dev
 
 sample: install
@@ -62,5 +73,7 @@ sample: install
 bench: install
 	$(BIN)/python bench/sample_generation.py
 
+# Keeps (rewrites) the instance's dagster.yaml, so the plain `dagster` commands still work.
 clean:
 	rm -rf data/store
+	@$(MAKE) --no-print-directory "$(DAGSTER_HOME)/dagster.yaml"

@@ -21,7 +21,7 @@ from hmg_pipeline.core.flickr import FlickrClient, FlickrSettings
 from hmg_pipeline.core.flickr_store import FlickrStore
 from hmg_pipeline.core.progress import Progress
 from hmg_pipeline.core.refetch import refetch_comments
-from hmg_pipeline_tests.flickr_server import FakeFlickr, comment, serve
+from hmg_pipeline.testing.flickr_server import FakeFlickr, comment, serve
 
 KEY = "bench-key"
 

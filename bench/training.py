@@ -1,7 +1,8 @@
 """Training benchmarks.
 
 Variants on the bundled sample (needs `make demo` first; CPU, 3 folds each):
-    python -m bench.training variants [--store data/store] [--epochs 20] [--diagnostics]
+    python -m bench.training variants [--graph data/store/artifacts/hetero_graph.pt]
+        [--epochs 20] [--diagnostics]
 Step time at IESN scale (Table I sizes, random features of the paper's dimensions):
     python -m bench.training iesn-step --device cuda [--steps 20] [--amp]
 """
@@ -22,19 +23,10 @@ import torch
 from hmg_pipeline.core.graph import VIEWS, build_hetero_graph
 from hmg_pipeline.core.metrics import PAPER_METRICS, summary_table
 from hmg_pipeline.core.sample import generate
-from hmg_pipeline.core.splits import fold_splits
 from hmg_pipeline.metadata import markdown_table
-from hmg_pipeline.model.hmg_emo import HMGEmo
-from hmg_pipeline.model.train import (
-    GraphTensors,
-    TrainConfig,
-    logistic_regression_baseline,
-    majority_baseline,
-    metric_rows,
-    metrics_frame,
-    model_config_for,
-    train_fold,
-)
+from hmg_pipeline.model.config import ModelConfig, TrainConfig
+from hmg_pipeline.model.hmg_emo import HMGEmo, InputDims
+from hmg_pipeline.model.train import GraphTensors, cross_validate, metrics_frame
 
 VARIANTS = {
     "HMG-Emo (sigmoid beta, default)": {},
@@ -60,30 +52,25 @@ def with_zero_fill(data):
     return zeroed
 
 
-def variants(store: Path, epochs: int, folds: int, diagnostics: bool) -> None:
-    original = torch.load(store / "artifacts" / "hetero_graph.pt", weights_only=False)
-    splits = fold_splits(original[VIEWS].edge_label.numpy(), folds, 0)
-    rows, seconds = [], {}
-    for split in splits:
-        rows += metric_rows("majority class", split.fold, majority_baseline(original, split))
-        rows += metric_rows(
-            "logistic regression", split.fold, logistic_regression_baseline(original, split)
-        )
+def variants(graph: Path, epochs: int, folds: int, diagnostics: bool) -> None:
+    original = torch.load(graph, weights_only=False)
+    training = TrainConfig(epochs=epochs, folds=folds)
     runs = [(name, settings, original) for name, settings in VARIANTS.items()]
     if diagnostics:
         zeroed = with_zero_fill(original)
         runs += [(name, settings, zeroed) for name, settings in ZERO_FILL_VARIANTS.items()]
-    for name, settings, data in runs:
+    rows, seconds = [], {}
+    for k, (name, settings, data) in enumerate(runs):
         started = time.perf_counter()
-        for split in splits:
-            result = train_fold(
-                data,
-                model_config_for(data, **settings),
-                TrainConfig(epochs=epochs),
-                split,
-                torch.device("cpu"),
-            )
-            rows += metric_rows(name, split.fold, result.test_metrics)
+        result = cross_validate(
+            data,
+            ModelConfig(**settings),
+            training,
+            torch.device("cpu"),
+            name=name,
+            baselines=k == 0,
+        )
+        rows += result.rows
         seconds[name] = time.perf_counter() - started
         print(f"{name}: {seconds[name]:.0f}s for {folds} folds", flush=True)
     metrics = metrics_frame(rows)
@@ -138,7 +125,7 @@ def iesn_step(device_name: str, steps: int, amp: bool, batch_size: int) -> None:
     print(f"graph built in {time.perf_counter() - started:.0f}s: {stats}")
     device = torch.device(device_name)
     graph = GraphTensors.of(data, device)
-    model = HMGEmo(model_config_for(data)).to(device)
+    model = HMGEmo(ModelConfig(), InputDims.of(data)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
     edges = graph.pairs.shape[1]
     times = []
@@ -174,7 +161,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("variants")
-    v.add_argument("--store", type=Path, default=Path("data/store"))
+    v.add_argument("--graph", type=Path, default=Path("data/store/artifacts/hetero_graph.pt"))
     v.add_argument("--epochs", type=int, default=20)
     v.add_argument("--folds", type=int, default=3)
     v.add_argument("--diagnostics", action="store_true", help="also the zero-fill variants")
@@ -185,7 +172,7 @@ def main() -> None:
     s.add_argument("--batch-size", type=int, default=512)
     args = parser.parse_args()
     if args.command == "variants":
-        variants(args.store, args.epochs, args.folds, args.diagnostics)
+        variants(args.graph, args.epochs, args.folds, args.diagnostics)
     else:
         iesn_step(args.device, args.steps, args.amp, args.batch_size)
 

@@ -14,16 +14,15 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from hmg_pipeline import checks, schedules
 from hmg_pipeline.assets import (
     augment,
-    embeddings,
     experiments,
+    features,
     flickr,
     graph,
     labels,
+    model,
     raw,
-    training,
 )
 from hmg_pipeline.resources import (
     ComputeResource,
@@ -34,7 +33,7 @@ from hmg_pipeline.resources import (
 )
 from hmg_pipeline.storage import artifact_io_manager, duckdb_io_manager, executor
 
-ASSET_MODULES = [raw, flickr, labels, embeddings, graph, training, augment, experiments]
+ASSET_MODULES = [raw, flickr, labels, features, graph, model, augment, experiments]
 
 
 def build_resources(
@@ -44,27 +43,27 @@ def build_resources(
     encoders: EncoderResource | None = None,
     llava: LlavaResource | None = None,
 ) -> dict:
-    """The resources every asset needs, for the given data directories."""
+    """The resources every asset needs; settings not given are read from the environment."""
     return {
         "paths": paths,
         "compute": compute or ComputeResource.from_env(),
         "flickr": flickr or FlickrResource.from_env(),
         "encoders": encoders or EncoderResource.from_env(),
         "llava": llava or LlavaResource.from_env(),
-        "io_manager": duckdb_io_manager(paths.store_path),
-        "artifact_io_manager": artifact_io_manager(paths.store_path),
+        "io_manager": duckdb_io_manager(paths),
+        "artifact_io_manager": artifact_io_manager(paths),
     }
 
 
 all_assets = load_assets_from_modules(ASSET_MODULES)
-all_checks = load_asset_checks_from_modules([checks])
+all_checks = load_asset_checks_from_modules(ASSET_MODULES)
 
 main_job = define_asset_job(
     "hmg_main",
-    selection=AssetSelection.assets("trained_model", "evaluation_metrics")
-    .upstream()
-    .required_multi_asset_neighbors(),
-    description="trained_model and evaluation_metrics with everything upstream, on HMG_RAW_DIR.",
+    selection=AssetSelection.assets(
+        "trained_model", "evaluation_metrics", "predictions"
+    ).upstream(),
+    description="trained_model, evaluation_metrics and predictions with everything upstream.",
 )
 
 # All variants in one run: the partition-range tags make experiment_results run every partition
@@ -72,7 +71,7 @@ main_job = define_asset_job(
 _variant_keys = experiments.variant_partitions.get_partition_keys()
 paper_experiments_job = define_asset_job(
     "paper_experiments",
-    selection=AssetSelection.assets("paper_tables").upstream().required_multi_asset_neighbors(),
+    selection=AssetSelection.assets("paper_tables").upstream(),
     tags={
         ASSET_PARTITION_RANGE_START_TAG: _variant_keys[0],
         ASSET_PARTITION_RANGE_END_TAG: _variant_keys[-1],
@@ -86,11 +85,11 @@ defs = Definitions(
     jobs=[
         main_job,
         paper_experiments_job,
-        schedules.flickr_recheck_job,
-        schedules.flickr_downstream_job,
+        flickr.flickr_recheck_job,
+        flickr.flickr_downstream_job,
     ],
-    schedules=[schedules.refresh_dead_flickr_content],
-    sensors=[schedules.flickr_changes_sensor],
+    schedules=[flickr.refresh_dead_flickr_content],
+    sensors=[flickr.flickr_changes_sensor],
     resources=build_resources(PipelinePaths.from_env()),
     executor=executor,
 )

@@ -1,4 +1,7 @@
-"""Dagster resources: where data lives and which device computes."""
+"""Dagster resources: where data lives, which device computes, and the services used.
+
+The only module that reads the environment: every setting is parsed here, once.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from hmg_pipeline.core.llava import DEFAULT_OLLAMA_URL, PAPER_LLAVA_MODEL
 if TYPE_CHECKING:
     import torch
 
-    from hmg_pipeline.core.encoders import EncoderSettings
+    from hmg_pipeline.core.encoders import Device, EncoderSettings, ImageEncoder, TextEncoder
     from hmg_pipeline.core.llava import CommentGenerator
 
 DEFAULT_RAW_DIR = "data/sample"
@@ -24,7 +27,8 @@ DEFAULT_STORE_DIR = "data/store"
 
 
 class PipelinePaths(ConfigurableResource):
-    """The raw input directory (``HMG_RAW_DIR``) and the store (``HMG_STORE_DIR``).
+    """The raw input directory (``HMG_RAW_DIR``) and the store (``HMG_STORE_DIR``), and the
+    whole layout of the store: every file or directory the pipeline writes is named here.
 
     Relative paths are resolved against the working directory of the Dagster process.
     """
@@ -48,6 +52,53 @@ class PipelinePaths(ConfigurableResource):
         path = Path(self.store_dir).resolve()
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def duckdb_file(self) -> Path:
+        """The tables of every tabular asset, one DuckDB schema per asset group."""
+        return Path(self.store_dir).resolve() / "hmg.duckdb"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Torch artifacts: ``hetero_graph.pt``, ``trained_model.pt``."""
+        return Path(self.store_dir).resolve() / "artifacts"
+
+    def artifact(self, asset: str) -> Path:
+        return self.artifacts_dir / f"{asset}.pt"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Plots and markdown tables for people (metrics, paper tables)."""
+        path = self.store_path / "reports"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def embedding_cache(self) -> Path:
+        return self.store_path / "embedding_cache.duckdb"
+
+    @property
+    def llava_cache(self) -> Path:
+        return self.store_path / "llava_cache.duckdb"
+
+    @property
+    def flickr_state(self) -> Path:
+        """Per-item Flickr results and the fetch log (resumable)."""
+        return self.store_path / "flickr.duckdb"
+
+    @property
+    def images_dir(self) -> Path:
+        """Images downloaded from Flickr (``download_images``)."""
+        return self.store_path / "images"
+
+    @property
+    def models_dir(self) -> Path:
+        """Models the pipeline builds itself (the tiny random LLaVA)."""
+        return self.store_path / "models"
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the store (for metadata that must not leak a machine's layout)."""
+        return str(path.relative_to(self.store_path))
 
 
 class ComputeResource(ConfigurableResource):
@@ -107,12 +158,16 @@ class FlickrResource(ConfigurableResource):
     backoff_max_s: float = Field(default=60.0, description="longest backoff between retries")
     workers: int = Field(default=4, description="threads; they share the rate ceiling")
     api_key_env: str = Field(default="FLICKR_API_KEY", description="env var holding the key")
+    recheck_after_days: float = Field(
+        default=30.0, description="the scheduled re-check asks about items older than this"
+    )
 
     @classmethod
     def from_env(cls) -> FlickrResource:
         return cls(
             api_url=os.environ.get("FLICKR_API_URL", DEFAULT_FLICKR_URL),
             max_qps=float(os.environ.get("FLICKR_MAX_QPS", "1.0")),
+            recheck_after_days=float(os.environ.get("HMG_FLICKR_RECHECK_DAYS", "30")),
         )
 
     def settings(self) -> FlickrSettings | None:
@@ -129,6 +184,11 @@ class FlickrResource(ConfigurableResource):
             backoff_base_s=self.backoff_base_s,
             backoff_max_s=self.backoff_max_s,
         )
+
+
+def flickr_recheck_cron() -> str:
+    """``HMG_FLICKR_RECHECK_CRON``: when the weekly re-check of dead Flickr items fires."""
+    return os.environ.get("HMG_FLICKR_RECHECK_CRON", "0 3 * * 0")  # Sundays 03:00
 
 
 class EncoderResource(ConfigurableResource):
@@ -161,6 +221,24 @@ class EncoderResource(ConfigurableResource):
             batch_size_texts=self.batch_size_texts,
             loader_workers=self.loader_workers,
         )
+
+    @staticmethod
+    def device(compute: ComputeResource) -> Device:
+        from hmg_pipeline.core.encoders import Device
+
+        return Device(compute.torch_device(), amp=compute.amp_enabled)
+
+    def image_encoder(self, compute: ComputeResource) -> ImageEncoder:
+        """The configured image encoder, loaded on the compute resource's device."""
+        from hmg_pipeline.core.encoders import image_encoder
+
+        return image_encoder(self.settings(), self.device(compute))
+
+    def text_encoder(self, compute: ComputeResource) -> TextEncoder:
+        """The configured text encoder, loaded on the compute resource's device."""
+        from hmg_pipeline.core.encoders import text_encoder
+
+        return text_encoder(self.settings(), self.device(compute))
 
 
 class LlavaResource(ConfigurableResource):

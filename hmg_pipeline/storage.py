@@ -1,7 +1,10 @@
-"""Storage wiring: DuckDB through dagster-duckdb-polars, one schema per asset group.
+"""Storage wiring: DuckDB through dagster-duckdb-polars, one schema per asset group, and torch
+artifacts for the graph and the model. Where things live is ``PipelinePaths``' business.
 
 DuckDB allows one writing process at a time, so every step that goes through the DuckDB IO
-manager carries ``DUCKDB_TAGS`` and the executor limits that tag to one step at a time.
+manager carries ``DUCKDB_TAGS`` and the executor limits that tag to one step at a time. An input
+that is not in the store stops the step with one line naming the asset, the store and the
+command that builds it (:class:`MissingUpstream`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 
-DUCKDB_FILE = "hmg.duckdb"
+from hmg_pipeline.resources import PipelinePaths
+
 DUCKDB_TAG_KEY = "hmg/duckdb"
 DUCKDB_TAGS = {DUCKDB_TAG_KEY: "writer"}
 
@@ -32,6 +36,40 @@ executor = multiprocess_executor.configured(
     {"tag_concurrency_limits": [{"key": DUCKDB_TAG_KEY, "value": "writer", "limit": 1}]},
     name="hmg_executor",
 )
+
+
+class MissingUpstream(FileNotFoundError):
+    """An asset's input was never materialised into this store."""
+
+
+def missing_upstream(asset: str, where: str) -> MissingUpstream:
+    return MissingUpstream(
+        f"upstream asset {asset} is not in the store ({where}): materialise it first, e.g. "
+        f"`dagster asset materialize --select '*{asset}'` (it and everything above it)"
+    )
+
+
+def column_schema(descriptions: dict[str, str], types: dict[str, str]) -> TableSchema:
+    """A table schema: the columns of ``types`` (name -> type) with their descriptions."""
+    return TableSchema(
+        columns=[
+            TableColumn(name=name, type=kind, description=descriptions.get(name))
+            for name, kind in types.items()
+        ]
+    )
+
+
+def table_metadata(schema: str, columns: dict[str, tuple[str, str]] | None = None) -> dict:
+    """Definition metadata of a DuckDB asset: its DuckDB schema (the asset's group) and, when
+    given, each column's (type, description), shown in the UI before the first
+    materialisation; the materialised types replace the declared ones."""
+    metadata: dict = {"schema": schema}
+    if columns:
+        metadata["dagster/column_schema"] = column_schema(
+            {name: text for name, (_, text) in columns.items()},
+            {name: kind for name, (kind, _) in columns.items()},
+        )
+    return metadata
 
 
 class PolarsTableHandler(DuckDBPolarsTypeHandler):
@@ -59,20 +97,35 @@ class PolarsTableHandler(DuckDBPolarsTypeHandler):
                 connection.execute(f"create or replace table {table} as select * from hmg_output")
         finally:
             connection.unregister("hmg_output")
+        declared = context.definition_metadata.get("dagster/column_schema")
+        descriptions = {c.name: c.description for c in declared.columns} if declared else {}
         context.add_output_metadata(
             {
                 "dagster/row_count": obj.height,
                 "dagster/column_schema": MetadataValue.table_schema(
-                    TableSchema(
-                        columns=[
-                            TableColumn(name=name, type=str(dtype))
-                            for name, dtype in obj.schema.items()
-                        ]
-                    )
+                    column_schema(descriptions, {k: str(v) for k, v in obj.schema.items()})
                 ),
                 "duckdb_table": table,
             }
         )
+
+    def load_input(
+        self, context: InputContext, table_slice: TableSlice, connection
+    ) -> pl.DataFrame:
+        exists = connection.execute(
+            "select count(*) from information_schema.tables where table_schema = ? "
+            "and table_name = ?",
+            [table_slice.schema, table_slice.table],
+        ).fetchone()[0]
+        if not exists:
+            database = connection.execute(
+                "select path from duckdb_databases() where database_name = current_database()"
+            ).fetchone()[0]
+            raise missing_upstream(
+                context.asset_key.to_user_string(),
+                f"no table {table_slice.schema}.{table_slice.table} in {database}",
+            )
+        return super().load_input(context, table_slice, connection)
 
 
 class HmgDuckDBIOManager(DuckDBIOManager):
@@ -87,24 +140,20 @@ class HmgDuckDBIOManager(DuckDBIOManager):
         return pl.DataFrame
 
 
-def duckdb_path(store_dir: Path) -> Path:
-    return store_dir / DUCKDB_FILE
-
-
-def duckdb_io_manager(store_dir: Path) -> HmgDuckDBIOManager:
+def duckdb_io_manager(paths: PipelinePaths) -> HmgDuckDBIOManager:
     """The IO manager for all tabular assets; the schema comes from each asset's metadata."""
-    store_dir.mkdir(parents=True, exist_ok=True)
-    return HmgDuckDBIOManager(database=str(duckdb_path(store_dir)))
+    paths.duckdb_file.parent.mkdir(parents=True, exist_ok=True)
+    return HmgDuckDBIOManager(database=str(paths.duckdb_file))
 
 
-def read_store_table(store_dir: Path, schema: str, table: str) -> pl.DataFrame:
+def read_store_table(paths: PipelinePaths, schema: str, table: str) -> pl.DataFrame:
     """A table of the DuckDB store, for an asset that needs it only in some partitions (it
-    declares the table's asset in ``deps``); a clear error when it was never materialised."""
+    declares the table's asset in ``deps``); a :class:`MissingUpstream` when it is not there."""
     from hmg_pipeline.core.duckdb_files import connect_with_retry
 
-    if not duckdb_path(store_dir).is_file():
-        raise FileNotFoundError(f"{duckdb_path(store_dir)} does not exist: materialise {table}")
-    connection = connect_with_retry(duckdb_path(store_dir))
+    if not paths.duckdb_file.is_file():
+        raise missing_upstream(table, f"{paths.duckdb_file} does not exist")
+    connection = connect_with_retry(paths.duckdb_file)
     try:
         exists = connection.execute(
             "select count(*) from information_schema.tables where table_schema = ? "
@@ -112,17 +161,10 @@ def read_store_table(store_dir: Path, schema: str, table: str) -> pl.DataFrame:
             [schema, table],
         ).fetchone()[0]
         if not exists:
-            raise FileNotFoundError(
-                f"{schema}.{table} is not in {duckdb_path(store_dir)}: materialise {table} first"
-            )
+            raise missing_upstream(table, f"no table {schema}.{table} in {paths.duckdb_file}")
         return connection.execute(f"select * from {schema}.{table}").pl()
     finally:
         connection.close()
-
-
-def group_metadata(schema: str) -> dict[str, str]:
-    """Asset definition metadata that puts the asset's table in DuckDB schema ``schema``."""
-    return {"schema": schema}
 
 
 class TorchArtifactIOManager(ConfigurableIOManager):
@@ -153,10 +195,10 @@ class TorchArtifactIOManager(ConfigurableIOManager):
 
         path = self._path(context)
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist: materialise {context.asset_key}")
+            raise missing_upstream(context.asset_key.to_user_string(), f"no file {path}")
         # Our own artifact (a HeteroData or a model bundle), so a full unpickle is expected.
         return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def artifact_io_manager(store_dir: Path) -> TorchArtifactIOManager:
-    return TorchArtifactIOManager(base_dir=str(store_dir / "artifacts"))
+def artifact_io_manager(paths: PipelinePaths) -> TorchArtifactIOManager:
+    return TorchArtifactIOManager(base_dir=str(paths.artifacts_dir))

@@ -1,4 +1,5 @@
-"""The code location: it loads, every asset has a group and schema, writers are serialised."""
+"""The code location: it loads, every asset has a group and schema, writers are serialised, and
+every selection a user would type (``K`` and ``*K`` for each asset K) plans; a few of them run."""
 
 from __future__ import annotations
 
@@ -10,12 +11,70 @@ from pathlib import Path
 
 import pytest
 import torch
+from dagster import AssetKey, AssetSelection
+from dagster._core.execution.api import create_execution_plan
 
-from hmg_pipeline.definitions import defs
+from hmg_pipeline.definitions import all_checks, defs
 from hmg_pipeline.resources import ComputeResource, PipelinePaths
-from hmg_pipeline.storage import DUCKDB_TAG_KEY
+from hmg_pipeline.storage import DUCKDB_TAG_KEY, MissingUpstream
+
+from .helpers import TinyDataset
 
 ROOT = Path(__file__).resolve().parents[1]
+GRAPH = defs.resolve_asset_graph()
+ASSET_KEYS = sorted(key.to_user_string() for key in GRAPH.get_all_asset_keys())
+
+
+def resolve(text: str) -> set[AssetKey]:
+    """The asset keys of a ``--select`` string, resolved as Dagster's CLI does."""
+    return set(AssetSelection.from_coercible(text.split(",")).resolve(GRAPH))
+
+
+@pytest.mark.parametrize("key", ASSET_KEYS)
+def test_every_asset_alone_and_with_its_upstream_plans(key: str) -> None:
+    for text in (key, f"*{key}"):
+        keys = resolve(text)
+        job = defs.resolve_implicit_job_def_def_for_assets(list(keys))
+        assert job is not None, text
+        plan = create_execution_plan(job.get_subset(asset_selection=keys))
+        assert plan.step_keys_to_execute, text
+
+
+@pytest.mark.parametrize("key", ASSET_KEYS)
+def test_a_check_reads_only_what_its_asset_and_its_upstream_provide(key: str) -> None:
+    upstream = resolve(f"*{key}")
+    for checks in all_checks:
+        for check_key in checks.check_keys:
+            if check_key.asset_key.to_user_string() == key:
+                assert set(checks.keys_by_input_name.values()) <= upstream, check_key
+    for node in {GRAPH.get(k).assets_def for k in upstream}:
+        for check_key in node.check_keys:
+            if check_key.asset_key.to_user_string() == key:
+                assert set(node.keys_by_input_name.values()) <= upstream, check_key
+
+
+@pytest.mark.parametrize(
+    "selection", ["*clean_labels", "*label_drops", "*unreadable_images", "*valid_requests"]
+)
+def test_a_selection_with_its_upstream_materialises_from_an_empty_store(
+    tiny: TinyDataset, selection: str
+) -> None:
+    result = tiny.materialize(AssetSelection.from_coercible([selection]))
+    assert result.success
+    done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert done == {k.to_user_string() for k in resolve(selection)}
+
+
+def test_an_asset_alone_runs_on_its_stored_upstream_and_says_what_is_missing(
+    tiny: TinyDataset,
+) -> None:
+    with pytest.raises(MissingUpstream, match=r"upstream asset \w+ is not in the store"):
+        tiny.materialize(["clean_labels"])
+    assert tiny.materialize(AssetSelection.from_coercible(["*clean_labels"])).success
+    clean = tiny.table("labels.clean_labels")
+    assert tiny.materialize(["label_drops"]).success  # alone, on the stored upstream
+    assert tiny.materialize(["clean_labels"]).success
+    assert tiny.table("labels.clean_labels").equals(clean)
 
 
 def test_definitions_load_and_every_asset_is_grouped_and_stored_in_its_schema() -> None:

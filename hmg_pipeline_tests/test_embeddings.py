@@ -15,7 +15,7 @@ from hmg_pipeline.core.features import VectorCache, embed_with_cache, user_conte
 from hmg_pipeline.definitions import defs
 from hmg_pipeline.resources import EncoderResource
 
-from .conftest import TinyDataset, jpeg_bytes, view
+from .helpers import TinyDataset, jpeg_bytes, view
 
 CPU = encoders.Device(torch.device("cpu"))
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,7 +314,7 @@ def test_features_assets_cache_fill_and_quarantine(feature_data: TinyDataset) ->
 def test_paper_profile_runs_the_assets(
     feature_data: TinyDataset, tiny_bert_dir: Path, random_resnet50_file: Path
 ) -> None:
-    from .conftest import materialize_on
+    from .helpers import materialize_on
 
     paper = EncoderResource(
         profile="paper", image_weights=str(random_resnet50_file), text_model=str(tiny_bert_dir)

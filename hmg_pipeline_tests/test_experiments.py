@@ -26,7 +26,8 @@ from hmg_pipeline.core.llava import (
 )
 from hmg_pipeline.core.schema import MIKELS_EMOTIONS
 from hmg_pipeline.core.splits import stratified_split
-from hmg_pipeline.model import experiments
+from hmg_pipeline.model import experiments, train
+from hmg_pipeline.model.config import ModelConfig, TrainConfig
 from hmg_pipeline.model.experiments import (
     edge_feature_matrix,
     paper_table_frames,
@@ -34,10 +35,10 @@ from hmg_pipeline.model.experiments import (
     run_variant,
     with_comment_features,
 )
-from hmg_pipeline.model.train import TrainConfig, model_config_for, train_fold
+from hmg_pipeline.model.train import train_fold
 from hmg_pipeline.model.variants import PAPER_TABLES, VARIANTS, VARIANTS_BY_KEY
 
-from .conftest import TinyDataset, jpeg_bytes, view
+from .helpers import TinyDataset, jpeg_bytes, view
 from .ollama_server import OllamaState, ollama_server
 from .test_graph_model import make_graph
 
@@ -64,11 +65,12 @@ def test_every_variant_trains_through_train_fold(variant, monkeypatch) -> None:
         calls.append(args[1])
         return train_fold(*args, **kwargs)
 
-    monkeypatch.setattr(experiments, "train_fold", recording_train_fold)
-    rows = run_variant(variant, data, TrainConfig(epochs=1), 2, 0, torch.device("cpu"))
+    monkeypatch.setattr(train, "train_fold", recording_train_fold)
+    rows = run_variant(
+        variant, data, ModelConfig(), TrainConfig(epochs=1, folds=2), torch.device("cpu")
+    )
     assert len(calls) == 2  # one train_fold per fold: no second training loop
     config = calls[0]
-    assert config.variant == variant.name
     for setting, value in variant.model.items():
         assert getattr(config, setting) == value
     frame = results_frame(rows)
@@ -105,7 +107,7 @@ def test_negative_sampling_never_samples_an_existing_edge() -> None:
 def test_negative_sampling_adds_a_none_class_in_training_only(monkeypatch) -> None:
     data = small_graph()
     split = stratified_split(data[VIEWS].edge_label.numpy(), seed=0)
-    config = model_config_for(data, use_comments=False, use_ac=False, extra_classes=1)
+    config = ModelConfig(use_comments=False, use_ac=False, extra_classes=1)
     seen = []
     original = torch.nn.functional.cross_entropy
 
@@ -118,7 +120,7 @@ def test_negative_sampling_adds_a_none_class_in_training_only(monkeypatch) -> No
         data, config, TrainConfig(epochs=1, negative_sampling=True), split, torch.device("cpu")
     )
     targets = torch.cat(seen)
-    none = config.num_classes
+    none = len(data.class_names)
     assert (targets == none).sum() == (targets != none).sum() == len(split.train)
     assert 0.0 <= result.test_metrics["none_predicted_share"] <= 1.0
     # A real held-out edge is scored over the emotions only: every test edge in the matrix.
@@ -127,7 +129,7 @@ def test_negative_sampling_adds_a_none_class_in_training_only(monkeypatch) -> No
     with pytest.raises(ValueError, match="extra_classes"):
         train_fold(
             data,
-            model_config_for(data),
+            ModelConfig(),
             TrainConfig(epochs=1, negative_sampling=True),
             split,
             torch.device("cpu"),
@@ -398,18 +400,18 @@ def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
 
 
 def test_held_out_edges_get_an_emotion_even_when_none_scores_highest() -> None:
-    from hmg_pipeline.model.hmg_emo import HMGEmo
+    from hmg_pipeline.model.hmg_emo import HMGEmo, InputDims
     from hmg_pipeline.model.train import GraphTensors, held_out_metrics
 
     data = small_graph()
-    config = model_config_for(data, use_comments=False, use_ac=False, extra_classes=1)
-    model = HMGEmo(config)
+    config = ModelConfig(use_comments=False, use_ac=False, extra_classes=1)
+    model = HMGEmo(config, InputDims.of(data))
     last = model.head[-1]
     with torch.no_grad():
         last.weight.zero_()
         last.bias.zero_()
         last.bias[2] = 5.0  # "awe", the most likely emotion
-        last.bias[config.num_classes] = 50.0  # "none" above every emotion
+        last.bias[len(data.class_names)] = 50.0  # "none" above every emotion
     index = np.arange(data[VIEWS].num_edges)
     graph = GraphTensors.of(data, torch.device("cpu"))
     metrics, matrix = held_out_metrics(model, graph, index, data.class_names, amp=False)

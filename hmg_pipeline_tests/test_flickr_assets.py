@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from dagster import (
+    AssetSelection,
     DagsterInstance,
     Definitions,
     RunRequest,
@@ -19,17 +20,17 @@ from dagster import (
     build_sensor_context,
 )
 
-from hmg_pipeline.core.flickr_store import FlickrStore
-from hmg_pipeline.definitions import all_assets, build_resources
-from hmg_pipeline.resources import FlickrResource, PipelinePaths
-from hmg_pipeline.schedules import (
+from hmg_pipeline.assets.flickr import (
     flickr_changes_sensor,
     flickr_recheck_job,
     refresh_dead_flickr_content,
 )
+from hmg_pipeline.core.flickr_store import FlickrStore
+from hmg_pipeline.definitions import all_assets, build_resources
+from hmg_pipeline.resources import FlickrResource, PipelinePaths
+from hmg_pipeline.testing.flickr_server import BAD_KEY, TRANSIENT, FakeFlickr, Reply, comment, serve
 
-from .conftest import UP_TO_QUARANTINE, TinyDataset, jpeg_bytes, view
-from .flickr_server import BAD_KEY, TRANSIENT, FakeFlickr, Reply, comment, serve
+from .helpers import TinyDataset, jpeg_bytes, view
 
 KEY = "sekret-KEY-0042"
 GET_LIST = "flickr.photos.comments.getList"
@@ -179,7 +180,7 @@ def test_undecodable_download_is_an_error_not_a_file(
     monkeypatch.setenv("FLICKR_API_KEY", KEY)
     fake.images["p3"] = b"<html>not an image</html>"
     flickr_data.materialize(
-        [*UP_TO_QUARANTINE, "flickr_images"],
+        AssetSelection.assets("flickr_images").upstream(),
         flickr=resource(fake),
         run_config={"ops": {"flickr_images": {"config": {"download_images": True}}}},
     )

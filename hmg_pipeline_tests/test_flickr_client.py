@@ -18,8 +18,15 @@ from hmg_pipeline.core.flickr import (
     RateLimiter,
     medium_rendition,
 )
-
-from .flickr_server import BAD_KEY, GONE, TRANSIENT, FakeFlickr, Reply, comment, serve
+from hmg_pipeline.testing.flickr_server import (
+    BAD_KEY,
+    GONE,
+    TRANSIENT,
+    FakeFlickr,
+    Reply,
+    comment,
+    serve,
+)
 
 KEY = "test-key-5f1b2c"
 

@@ -14,15 +14,11 @@ from hmg_pipeline.core.graph import CONNECTS, REV_VIEWS, VIEWS, build_hetero_gra
 from hmg_pipeline.core.metrics import classification_metrics
 from hmg_pipeline.core.schema import MIKELS_EMOTIONS
 from hmg_pipeline.core.splits import fold_splits, stratified_split
-from hmg_pipeline.model.hmg_emo import HMGEmo
-from hmg_pipeline.model.train import (
-    GraphTensors,
-    TrainConfig,
-    model_config_for,
-    train_fold,
-)
+from hmg_pipeline.model.config import ModelConfig, TrainConfig
+from hmg_pipeline.model.hmg_emo import HMGEmo, InputDims
+from hmg_pipeline.model.train import GraphTensors, train_fold
 
-from .conftest import TinyDataset, view
+from .helpers import TinyDataset, view, write_csv
 
 
 def vectors(rows: int, dim: int, seed: int) -> pl.Series:
@@ -116,7 +112,7 @@ def test_graph_leaves_out_edges_of_unreadable_images() -> None:
 
 def model_for(data, **settings) -> HMGEmo:
     torch.manual_seed(0)
-    return HMGEmo(model_config_for(data, **settings)).eval()
+    return HMGEmo(ModelConfig(**settings), InputDims.of(data)).eval()
 
 
 def logits(model: HMGEmo, data) -> torch.Tensor:
@@ -211,7 +207,7 @@ def separable_graph():
 def test_training_learns_a_separable_graph_and_is_reproducible() -> None:
     data = separable_graph()
     split = stratified_split(data[VIEWS].edge_label.numpy(), seed=0)
-    config = model_config_for(data, num_layers=2)
+    config = ModelConfig(num_layers=2)
     train = TrainConfig(epochs=30, lr=0.01, batch_size=64)
     first = train_fold(data, config, train, split, torch.device("cpu"))
     assert first.history[-1].loss < first.history[0].loss
@@ -234,7 +230,7 @@ def test_same_seed_same_metrics_on_a_graph_large_enough_for_parallel_kernels() -
     data = make_graph(400, 300, edges, contacts)[0]
     split = stratified_split(data[VIEWS].edge_label.numpy(), seed=0)
     runs = [
-        train_fold(data, model_config_for(data), TrainConfig(epochs=2), split, torch.device("cpu"))
+        train_fold(data, ModelConfig(), TrainConfig(epochs=2), split, torch.device("cpu"))
         for _ in range(2)
     ]
     assert [h.loss for h in runs[0].history] == [h.loss for h in runs[1].history]
@@ -270,8 +266,8 @@ def test_splits_are_disjoint_stratified_80_10_10_and_differ_per_fold() -> None:
     assert not np.array_equal(splits[0].test, splits[1].test)
 
 
-def test_materialize_trained_model_on_a_tiny_dataset(tiny: TinyDataset) -> None:
-    from hmg_pipeline.model.predict import load_trained_model, predict_emotions
+def test_materialize_trained_model_and_predictions_on_a_tiny_dataset(tiny: TinyDataset) -> None:
+    from hmg_pipeline.model.predict import load_trained_model, predict_pairs
 
     tiny.write_trainable_views(
         [
@@ -281,9 +277,14 @@ def test_materialize_trained_model_on_a_tiny_dataset(tiny: TinyDataset) -> None:
             view("u5", "i2", "awe"),
         ]
     )
+    write_csv(
+        tiny.raw_dir / "requests.csv",
+        ("user_id", "image_id"),
+        [("u5", "i1"), ("nobody", "i1"), ("u1", "i404"), ("", "i1")],
+    )
     settings = {"epochs": 2, "folds": 2, "num_layers": 2}
     result = tiny.materialize(
-        ["*trained_model", "*evaluation_metrics", "label_drops", "unreadable_images"],
+        ["*trained_model", "*evaluation_metrics", "*predictions"],
         run_config={"ops": {"trained_model": {"config": settings}}},
     )
     assert result.success
@@ -299,12 +300,30 @@ def test_materialize_trained_model_on_a_tiny_dataset(tiny: TinyDataset) -> None:
         "HMG-Emo" in evaluation["summary"].value
         and "data:image/png" in evaluation["training_curves"].value
     )
+    assert evaluation["report"].value == "reports/evaluation.md"  # relative to the store
     assert (tiny.store_dir / "reports" / "confusion_matrix.png").stat().st_size > 1000
     graph_meta = result.asset_materializations_for_node("hetero_graph")[0].metadata
     assert graph_meta["user_image_edges"].value == 10
     trained = load_trained_model(tiny.store_dir / "artifacts" / "trained_model.pt")
     graph = torch.load(tiny.store_dir / "artifacts" / "hetero_graph.pt", weights_only=False)
-    predictions = predict_emotions(trained, graph, [("u1", "i1"), ("u4", "i2")])
+    predictions = predict_pairs(trained, graph, [("u1", "i1"), ("u4", "i2")])
     assert predictions.height == 2 and set(predictions["emotion"]) <= set(MIKELS_EMOTIONS)
     probabilities = predictions.select(pl.col("^p_.*$")).to_numpy().sum(axis=1)
     assert np.allclose(probabilities, 1.0, atol=1e-5)
+
+    # The predictions table: the kept fold's test edges, then the valid requested pairs.
+    table = tiny.table("model.predictions")
+    tests = table.filter(pl.col("source") == "test")
+    assert tests.height == len(trained.test_edges) > 0
+    assert set(tests["true_emotion"]) <= set(MIKELS_EMOTIONS)
+    requests = table.filter(pl.col("source") == "request")
+    assert dict(requests.select("user_id", "status").iter_rows()) == {
+        "u5": "ok",
+        "nobody": "unknown_user",
+        "u1": "unknown_image",
+    }
+    scored = table.filter(pl.col("status") == "ok")
+    assert scored["emotion"].null_count() == 0 and scored["beta"].is_between(0, 1).all()
+    assert table.filter(pl.col("status") != "ok")["emotion"].null_count() == 2
+    quarantined = tiny.table("raw.quarantine").filter(pl.col("table") == "requests")
+    assert quarantined.rows(named=True)[0]["column"] == "user_id"  # the blank user id

@@ -12,7 +12,7 @@ from dagster import AssetSelection
 from hmg_pipeline.core import sample
 from hmg_pipeline.core.schema import MIKELS_EMOTIONS
 
-from .conftest import materialize_on, read_store_table
+from .helpers import materialize_on, read_store_table
 
 
 def digest(directory: Path) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""DuckDB storage through the project's IO manager: vectors, empty tables, schema changes."""
+"""DuckDB storage through the project's IO manager: vectors, empty tables, schema changes, column
+descriptions, and the one-line error for an input that is not in the store."""
 
 from __future__ import annotations
 
@@ -7,11 +8,18 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
+import pytest
 from dagster import asset, materialize
 
-from hmg_pipeline.storage import duckdb_io_manager, group_metadata
+from hmg_pipeline.resources import PipelinePaths
+from hmg_pipeline.storage import (
+    MissingUpstream,
+    artifact_io_manager,
+    duckdb_io_manager,
+    table_metadata,
+)
 
-from .conftest import read_store_table
+from .helpers import read_store_table
 
 
 def vectors(ids: list[str], dim: int, seed: int) -> pl.DataFrame:
@@ -25,16 +33,27 @@ def run(store: Path, frame: pl.DataFrame) -> pl.DataFrame:
     """Write ``frame`` as an asset and read it back as a downstream asset's input."""
     seen: dict[str, pl.DataFrame] = {}
 
-    @asset(metadata=group_metadata("features"))
+    @asset(
+        metadata=table_metadata(
+            "features", {"id": ("String", "the item"), "vector": ("Array", "its vector")}
+        )
+    )
     def embeddings() -> pl.DataFrame:
         return frame
 
-    @asset(metadata=group_metadata("features"))
+    @asset(metadata=table_metadata("features"))
     def reader(embeddings: pl.DataFrame) -> pl.DataFrame:
         seen["loaded"] = embeddings
         return embeddings.select("id")
 
-    materialize([embeddings, reader], resources={"io_manager": duckdb_io_manager(store)})
+    paths = PipelinePaths(store_dir=str(store))
+    result = materialize([embeddings, reader], resources={"io_manager": duckdb_io_manager(paths)})
+    schema = result.asset_materializations_for_node("embeddings")[0].metadata
+    columns = schema["dagster/column_schema"].value.columns
+    assert [(c.name, c.description) for c in columns] == [
+        ("id", "the item"),
+        ("vector", "its vector"),
+    ]
     return seen["loaded"]
 
 
@@ -61,3 +80,28 @@ def test_empty_frame_is_stored_as_an_empty_table(tmp_path: Path) -> None:
     loaded = run(tmp_path, vectors([], 3, seed=1))
     assert loaded.height == 0
     assert read_store_table(tmp_path, "features.embeddings").columns == ["id", "vector"]
+
+
+@pytest.mark.parametrize("io_manager_key", ["io_manager", "artifact_io_manager"])
+def test_an_input_missing_from_the_store_names_the_asset_and_the_command(
+    tmp_path: Path, io_manager_key: str
+) -> None:
+    @asset(metadata=table_metadata("features"), io_manager_key=io_manager_key)
+    def upstream() -> pl.DataFrame:
+        return pl.DataFrame({"id": ["a"]})
+
+    @asset(metadata=table_metadata("features"))
+    def downstream(upstream: pl.DataFrame) -> pl.DataFrame:
+        return upstream
+
+    paths = PipelinePaths(store_dir=str(tmp_path))
+    resources = {
+        "io_manager": duckdb_io_manager(paths),
+        "artifact_io_manager": artifact_io_manager(paths),
+    }
+    with pytest.raises(MissingUpstream) as error:
+        materialize([upstream, downstream], selection=["downstream"], resources=resources)
+    message = str(error.value)
+    assert "\n" not in message and "upstream asset upstream is not in the store" in message
+    assert str(tmp_path) in message
+    assert "dagster asset materialize --select '*upstream'" in message

@@ -1,26 +1,48 @@
-"""Flickr refetch (group ``flickr``): comment texts, image liveness, group descriptions.
+"""Flickr refetch (group `flickr`): comment texts, image liveness, group descriptions; the
+weekly re-check of dead content (schedule) and the refresh of what depends on it (sensor).
 
-Without ``FLICKR_API_KEY`` each asset is a clean no-op: it says so in the log and metadata,
+Without `FLICKR_API_KEY` each asset is a clean no-op: it says so in the log and metadata,
 marks nothing gone and returns what earlier keyed runs stored (possibly nothing).
+
+Why a sensor rather than declarative automation: the downstream assets (labels, the embeddings
+and the model) are expensive, so they should re-run only when a Flickr asset reports that items
+actually changed (`changed_items` > 0 in its materialisation metadata), not on every Flickr
+materialisation. An eager automation condition cannot look at that number; a sensor can.
 """
 
+import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import polars as pl
-from dagster import AssetExecutionContext, Config, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSelection,
+    Config,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    MetadataValue,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SensorEvaluationContext,
+    SkipReason,
+    asset,
+    define_asset_job,
+    schedule,
+    sensor,
+)
 from pydantic import Field
 
-from hmg_pipeline.core import cleaning, refetch
+from hmg_pipeline.core import refetch
 from hmg_pipeline.core.flickr import FlickrClient
 from hmg_pipeline.core.flickr_store import FlickrStore
 from hmg_pipeline.core.progress import Progress
 from hmg_pipeline.metadata import counts_table
-from hmg_pipeline.resources import FlickrResource, PipelinePaths
-from hmg_pipeline.storage import DUCKDB_TAGS, group_metadata
+from hmg_pipeline.resources import FlickrResource, PipelinePaths, flickr_recheck_cron
+from hmg_pipeline.storage import DUCKDB_TAGS, table_metadata
 
 GROUP = "flickr"
-FLICKR_STATE_FILE = "flickr.duckdb"
+FLICKR_ASSETS = ("flickr_comments", "flickr_images", "flickr_groups")
 Runner = Callable[[FlickrClient, FlickrStore, Sequence[str], Progress], refetch.FetchSummary]
 
 
@@ -41,10 +63,6 @@ class FlickrImagesConfig(FlickrFetchConfig):
     )
 
 
-def flickr_state_path(paths: PipelinePaths) -> Path:
-    return paths.store_path / FLICKR_STATE_FILE
-
-
 def run_refetch(
     context: AssetExecutionContext,
     flickr: FlickrResource,
@@ -54,10 +72,10 @@ def run_refetch(
     ids: Sequence[str],
     runner: Runner,
 ) -> tuple[pl.DataFrame, dict]:
-    """Fetch the due items of ``kind`` (none without a key); return stored results + metadata."""
+    """Fetch the due items of `kind` (none without a key); return stored results + metadata."""
     settings = flickr.settings()
     metadata: dict = {"candidates": len(ids), "recheck": config.recheck}
-    with FlickrStore(flickr_state_path(paths)) as store:
+    with FlickrStore(paths.flickr_state) as store:
         if settings is None:
             context.log.info(
                 f"{flickr.api_key_env} is not set: Flickr refetch of {kind} skipped (offline "
@@ -94,19 +112,17 @@ def run_refetch(
     return results, metadata
 
 
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+@asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS)
 def flickr_comments(
     context: AssetExecutionContext,
     config: FlickrFetchConfig,
     flickr: FlickrResource,
     paths: PipelinePaths,
-    raw_views: pl.DataFrame,
-    quarantine: pl.DataFrame,
+    valid_views: pl.DataFrame,
 ) -> pl.DataFrame:
     """Texts of comments that the views name by id only, listed once per photo and matched by
     comment id: status ok, gone, private, comment_missing or error, with attempts."""
-    views = cleaning.valid_rows(raw_views, cleaning.quarantine_of(quarantine, "views"))
-    wanted = refetch.wanted_comments(views)
+    wanted = refetch.wanted_comments(valid_views)
     comment_ids = [c for ids in wanted.values() for c in ids]
 
     def runner(client, store, due_comments, progress):
@@ -117,54 +133,108 @@ def flickr_comments(
 
     results, metadata = run_refetch(context, flickr, paths, config, "comments", comment_ids, runner)
     metadata["photos_with_wanted_comments"] = len(wanted)
-    metadata["coverage_before_%"] = refetch.text_coverage(views)
-    metadata["coverage_after_%"] = refetch.text_coverage(views, results)
+    metadata["coverage_before_%"] = refetch.text_coverage(valid_views)
+    metadata["coverage_after_%"] = refetch.text_coverage(valid_views, results)
     context.add_output_metadata(metadata)
     return results
 
 
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+@asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS)
 def flickr_images(
     context: AssetExecutionContext,
     config: FlickrImagesConfig,
     flickr: FlickrResource,
     paths: PipelinePaths,
-    raw_images: pl.DataFrame,
-    quarantine: pl.DataFrame,
+    valid_images: pl.DataFrame,
 ) -> pl.DataFrame:
     """For each image without a local file: alive (ok) or gone/private/error, the URL of its
-    medium rendition and, if ``download_images``, the verified downloaded file."""
-    images = cleaning.valid_rows(raw_images, cleaning.quarantine_of(quarantine, "images"))
-    download_dir = paths.store_path / "images" if config.download_images else None
+    medium rendition and, if `download_images`, the verified downloaded file."""
+    download_dir = paths.images_dir if config.download_images else None
 
     def runner(client, store, due, progress):
         progress.total = len(due)
         return refetch.refetch_images(client, store, due, download_dir, flickr.workers, progress)
 
-    ids = refetch.images_without_file(images)
+    ids = refetch.images_without_file(valid_images)
     results, metadata = run_refetch(context, flickr, paths, config, "images", ids, runner)
     metadata["downloaded_files"] = results.filter(pl.col("local_file").is_not_null()).height
     context.add_output_metadata(metadata)
     return results
 
 
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+@asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS)
 def flickr_groups(
     context: AssetExecutionContext,
     config: FlickrFetchConfig,
     flickr: FlickrResource,
     paths: PipelinePaths,
-    raw_groups: pl.DataFrame,
-    quarantine: pl.DataFrame,
+    valid_groups: pl.DataFrame,
 ) -> pl.DataFrame:
     """Name and description of each group whose description is empty in the raw data."""
-    groups = cleaning.valid_rows(raw_groups, cleaning.quarantine_of(quarantine, "groups"))
 
     def runner(client, store, due, progress):
         progress.total = len(due)
         return refetch.refetch_groups(client, store, due, flickr.workers, progress)
 
-    ids = refetch.groups_without_description(groups)
+    ids = refetch.groups_without_description(valid_groups)
     results, metadata = run_refetch(context, flickr, paths, config, "groups", ids, runner)
     context.add_output_metadata(metadata)
     return results
+
+
+flickr_recheck_job = define_asset_job(
+    "flickr_recheck",
+    selection=AssetSelection.assets(*FLICKR_ASSETS),
+    description="Re-check Flickr items whose status is error, gone or private.",
+)
+
+flickr_downstream_job = define_asset_job(
+    "flickr_downstream_refresh",
+    selection=AssetSelection.assets("clean_labels", "label_drops").downstream(),
+    description="Re-materialise everything that uses Flickr results, after they changed.",
+)
+
+
+def recheck_run_config(days: float) -> dict:
+    config = {"recheck": True, "recheck_after_days": days}
+    return {"ops": {name: {"config": dict(config)} for name in FLICKR_ASSETS}}
+
+
+@schedule(
+    job=flickr_recheck_job,
+    cron_schedule=flickr_recheck_cron(),
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="Weekly: re-check Flickr items that were error, gone or private "
+    "(HMG_FLICKR_RECHECK_DAYS, default 30 days since the last check).",
+)
+def refresh_dead_flickr_content(context: ScheduleEvaluationContext) -> RunRequest:
+    days = FlickrResource.from_env().recheck_after_days
+    stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else ""
+    return RunRequest(run_key=f"flickr-recheck-{stamp}", run_config=recheck_run_config(days))
+
+
+@sensor(
+    job=flickr_downstream_job,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="When a Flickr asset's materialisation changed items, re-materialise the "
+    "assets downstream of clean_labels.",
+)
+def flickr_changes_sensor(context: SensorEvaluationContext):
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    changed_by: dict[str, int] = {}
+    for name in FLICKR_ASSETS:
+        records = context.instance.fetch_materializations(AssetKey(name), limit=1).records
+        if not records or records[0].storage_id <= cursor.get(name, -1):
+            continue
+        cursor[name] = records[0].storage_id
+        materialization = records[0].event_log_entry.asset_materialization
+        changed = materialization.metadata.get("changed_items") if materialization else None
+        if changed is not None and int(changed.value) > 0:
+            changed_by[name] = int(changed.value)
+    context.update_cursor(json.dumps(cursor, sort_keys=True))
+    if not changed_by:
+        return SkipReason("no Flickr materialisation with changed items since the last tick")
+    key = "-".join(f"{name}:{cursor[name]}" for name in sorted(changed_by))
+    context.log.info(f"Flickr results changed: {changed_by}; refreshing downstream assets")
+    return RunRequest(run_key=f"flickr-changed-{key}", tags={"hmg/flickr_changed": key})

@@ -1,4 +1,4 @@
-"""The heterogeneous graph (group ``graph``), stored as a torch artifact."""
+"""The heterogeneous graph (group `graph`), stored as a torch artifact."""
 
 from dagster import AssetExecutionContext, MetadataValue, asset
 from polars import DataFrame

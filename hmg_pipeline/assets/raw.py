@@ -1,14 +1,26 @@
-"""Raw tables read by the contract (group ``raw``), the union of users, and the quarantine."""
+"""Raw tables read by the contract (group `raw`), the quarantine, the union of users, and the
+validated tables (`valid_*`: the raw rows that passed rule 1), which every later asset reads
+instead of re-validating."""
 
 import polars as pl
-from dagster import AssetExecutionContext, AssetsDefinition, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetIn, AssetsDefinition, MetadataValue, asset
 
 from hmg_pipeline.core import cleaning, schema
 from hmg_pipeline.metadata import markdown_table
 from hmg_pipeline.resources import PipelinePaths
-from hmg_pipeline.storage import DUCKDB_TAGS, group_metadata
+from hmg_pipeline.storage import DUCKDB_TAGS, table_metadata
 
 GROUP = "raw"
+QUARANTINE_COLUMNS = {
+    "table": (
+        "String",
+        "raw table of the row (images, views, contacts, groups, group_members, users, ...)",
+    ),
+    "source_row": ("Int64", "1-based data row in that table's file (the header is not counted)"),
+    "column": ("String", "the first column that breaks a rule"),
+    "reason": ("String", "why the row is quarantined"),
+    "raw_row": ("String", "the row as read, as JSON"),
+}
 
 
 def raw_table_asset(name: str, spec: schema.TableSpec, description: str) -> AssetsDefinition:
@@ -17,7 +29,7 @@ def raw_table_asset(name: str, spec: schema.TableSpec, description: str) -> Asse
     @asset(
         name=name,
         group_name=GROUP,
-        metadata=group_metadata(GROUP),
+        metadata=table_metadata(GROUP),
         op_tags=DUCKDB_TAGS,
         description=description,
     )
@@ -27,12 +39,35 @@ def raw_table_asset(name: str, spec: schema.TableSpec, description: str) -> Asse
         context.add_output_metadata(
             {
                 "dagster/row_count": frame.height,
-                "source_file": MetadataValue.path(str(source)) if source else "absent (optional)",
+                "source_file": source.name if source else "absent (optional)",
             }
         )
         return frame
 
     return read_table
+
+
+def valid_table_asset(name: str, table: str) -> AssetsDefinition:
+    """An asset with the rows of raw table `table` that are not in the quarantine."""
+
+    @asset(
+        name=name,
+        group_name=GROUP,
+        metadata=table_metadata(GROUP),
+        op_tags=DUCKDB_TAGS,
+        ins={"raw": AssetIn(f"raw_{table}")},
+        description=f"The rows of `raw_{table}` that passed validation (not quarantined).",
+    )
+    def valid_table(
+        context: AssetExecutionContext, raw: pl.DataFrame, quarantine: pl.DataFrame
+    ) -> pl.DataFrame:
+        rows = cleaning.valid_rows(raw, cleaning.quarantine_of(quarantine, table))
+        context.add_output_metadata(
+            {"dagster/row_count": rows.height, "quarantined": raw.height - rows.height}
+        )
+        return rows
+
+    return valid_table
 
 
 raw_images = raw_table_asset("raw_images", schema.IMAGES, "The images table, as read.")
@@ -47,9 +82,21 @@ raw_group_members = raw_table_asset(
 raw_users_table = raw_table_asset(
     "raw_users_table", schema.USERS, "The optional users table, as read (empty when absent)."
 )
+raw_requests = raw_table_asset(
+    "raw_requests",
+    schema.REQUESTS,
+    "The optional requests table (user_id, image_id pairs to predict), as read.",
+)
+
+valid_images = valid_table_asset("valid_images", "images")
+valid_views = valid_table_asset("valid_views", "views")
+valid_contacts = valid_table_asset("valid_contacts", "contacts")
+valid_groups = valid_table_asset("valid_groups", "groups")
+valid_group_members = valid_table_asset("valid_group_members", "group_members")
+valid_requests = valid_table_asset("valid_requests", "requests")
 
 
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+@asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS)
 def raw_users(
     context: AssetExecutionContext,
     raw_views: pl.DataFrame,
@@ -76,7 +123,7 @@ def raw_users(
     return users
 
 
-@asset(group_name=GROUP, metadata=group_metadata(GROUP), op_tags=DUCKDB_TAGS)
+@asset(group_name=GROUP, metadata=table_metadata(GROUP, QUARANTINE_COLUMNS), op_tags=DUCKDB_TAGS)
 def quarantine(
     context: AssetExecutionContext,
     paths: PipelinePaths,
@@ -86,6 +133,7 @@ def quarantine(
     raw_groups: pl.DataFrame,
     raw_group_members: pl.DataFrame,
     raw_users_table: pl.DataFrame,
+    raw_requests: pl.DataFrame,
 ) -> pl.DataFrame:
     """Raw rows that break a validation rule: table, file row, column, reason and the raw row.
 
@@ -99,6 +147,7 @@ def quarantine(
         groups=raw_groups,
         group_members=raw_group_members,
         users=raw_users_table,
+        requests=raw_requests,
         raw_dir=paths.raw_path,
     )
     per_table = rows.group_by("table").len().sort("table")

@@ -33,11 +33,13 @@ from hmg_pipeline.core.schema import (
     GROUP_MEMBERS,
     GROUPS,
     IMAGES,
+    REQUESTS,
     SOURCE_ROW,
     UNKNOWN_EMOTION,
     USERS,
     VIEWS,
     TableSpec,
+    empty_table,
 )
 
 MultiLabelPolicy = Literal["first", "drop"]
@@ -298,6 +300,7 @@ def build_quarantine(
     group_members: pl.DataFrame,
     users: pl.DataFrame,
     raw_dir: Path,
+    requests: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Rule 1 over every raw table: one quarantine row per bad raw row."""
     images_quarantine = validate_images(images, raw_dir)
@@ -310,6 +313,9 @@ def build_quarantine(
             groups_quarantine,
             validate_group_members(group_members, valid_rows(groups, groups_quarantine)),
             quarantine_missing_required("users", users, USERS),
+            quarantine_missing_required(
+                "requests", requests if requests is not None else empty_table(REQUESTS), REQUESTS
+            ),
         ]
     )
 
@@ -426,8 +432,7 @@ def drop_gone_images(
 
 
 def clean_views(
-    views: pl.DataFrame,
-    quarantine: pl.DataFrame,
+    valid_views: pl.DataFrame,
     multi_label: MultiLabelPolicy = "first",
     fetched_comments: pl.DataFrame | None = None,
     gone_images: Collection[str] = (),
@@ -437,7 +442,7 @@ def clean_views(
     Fetched texts fill missing comment texts first; views of gone images are dropped before
     the label rules (``image_gone``), so a gone image never counts as a duplicate's winner.
     """
-    valid = typed_views(valid_rows(views, quarantine_of(quarantine, "views")))
+    valid = typed_views(valid_views)
     alive, gone_drops = drop_gone_images(fill_fetched_texts(valid, fetched_comments), gone_images)
     labelled, label_drops = resolve_labels(alive, multi_label)
     clean, duplicate_drops = deduplicate_edges(labelled)
@@ -487,27 +492,25 @@ def view_accounting(
 
 @dataclass(frozen=True)
 class ContactAccounting:
-    raw: int
-    quarantined: int
+    """How the valid contact rows were spent (quarantined rows are counted by the quarantine)."""
+
+    valid: int
     self_loops: int
     merged: int
     pairs: int
 
     @property
     def closes(self) -> bool:
-        return self.raw == self.quarantined + self.self_loops + self.merged + self.pairs
+        return self.valid == self.self_loops + self.merged + self.pairs
 
 
-def clean_contacts(
-    contacts: pl.DataFrame, quarantine: pl.DataFrame
-) -> tuple[pl.DataFrame, ContactAccounting]:
-    """Undirected contact pairs: self-loops dropped, duplicate and reversed rows merged.
+def clean_contacts(valid: pl.DataFrame) -> tuple[pl.DataFrame, ContactAccounting]:
+    """Undirected contact pairs from the valid contact rows: self-loops dropped, duplicate and
+    reversed rows merged.
 
     Each pair is stored once as (user_id, contact_id) with user_id < contact_id; the earliest
     source row of the pair is kept for traceability.
     """
-    table_quarantine = quarantine_of(quarantine, "contacts")
-    valid = valid_rows(contacts, table_quarantine)
     loops = valid.filter(pl.col("user_id") == pl.col("contact_id"))
     canonical = (
         valid.filter(pl.col("user_id") != pl.col("contact_id"))
@@ -520,8 +523,7 @@ def clean_contacts(
     )
     pairs = canonical.unique(subset=["user_id", "contact_id"], keep="first", maintain_order=True)
     accounting = ContactAccounting(
-        raw=contacts.height,
-        quarantined=table_quarantine.height,
+        valid=valid.height,
         self_loops=loops.height,
         merged=canonical.height - pairs.height,
         pairs=pairs.height,

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -178,7 +178,6 @@ class ClientStats:
     retries: int = 0
     first_request_at: float | None = None
     last_request_at: float | None = None
-    request_times: list[float] = field(default_factory=list)
 
     @property
     def effective_qps(self) -> float:
@@ -307,7 +306,6 @@ class FlickrClient:
             self.stats.requests += 1
             self.stats.first_request_at = self.stats.first_request_at or now
             self.stats.last_request_at = now
-            self.stats.request_times.append(now)
         try:
             return self.session.get(url, params=params, timeout=self.settings.timeout_s)
         # ``from None``: a requests exception's text holds the request URL, and so the key.

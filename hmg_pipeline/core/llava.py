@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import requests
 from tenacity import (
@@ -39,10 +40,8 @@ from tenacity import (
 
 from hmg_pipeline.core.duckdb_files import DuckDBFile
 
-BACKENDS = ("transformers", "ollama")
 PAPER_LLAVA_MODEL = "llava-hf/llava-1.5-7b-hf"
 TINY_RANDOM = "tiny-random"
-CACHE_FILE = "llava_cache.duckdb"
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
 
 # At least five per emotion (the paper's scheme; the words are ours). Adjectives that complete
@@ -421,3 +420,157 @@ def generate_with_cache(
     seconds = time.perf_counter() - started
     comments = [known.get(k, fresh.get(k, "")) for k in keys]
     return GenerationResult(comments, len(fresh), len(known), seconds)
+
+
+# -- the generation plan and its statuses ------------------------------------------------------
+
+
+def generation_plan(
+    clean_labels: pl.DataFrame, image_sha: dict[str, str], seed: int
+) -> pl.DataFrame:
+    """One row per clean edge without comment text: its emotion, the seeded synonym, the prompt
+    and the sha256 of its image (null when the image could not be embedded, i.e. read)."""
+    from hmg_pipeline.core.encoders import normalise_text
+
+    missing = clean_labels.filter(
+        pl.col("comment_text").map_elements(normalise_text, return_dtype=pl.String).is_null()
+    ).select("user_id", "image_id", "emotion")
+    synonyms = [pick_synonym(emotion, user, image, seed) for user, image, emotion in missing.rows()]
+    return missing.with_columns(
+        pl.Series("synonym", synonyms, dtype=pl.String),
+        pl.Series("prompt", [prompt_for(s) for s in synonyms], dtype=pl.String),
+        pl.col("image_id")
+        .replace_strict(image_sha, default=None, return_dtype=pl.String)
+        .alias("image_sha"),
+    )
+
+
+def generation_keys(plan: pl.DataFrame) -> list[tuple[str, str]]:
+    """The (prompt, image_sha) cache keys of the plan's rows that have a readable image."""
+    return list(plan.filter(pl.col("image_sha").is_not_null()).select("prompt", "image_sha").rows())
+
+
+def with_generations(
+    plan: pl.DataFrame,
+    keys: Sequence[tuple[str, str]],
+    comments: Sequence[str | None],
+    backend: str,
+    model: str | None,
+) -> pl.DataFrame:
+    """The plan with each row's ``comment`` and ``status``: generated, empty (the model returned
+    no text), image_unreadable, or skipped (no backend: ``model`` is None)."""
+    from hmg_pipeline.core.encoders import normalise_text
+
+    generations = pl.DataFrame(
+        {
+            "prompt": [prompt for prompt, _ in keys],
+            "image_sha": [sha for _, sha in keys],
+            "comment": list(comments),
+        },
+        schema={"prompt": pl.String, "image_sha": pl.String, "comment": pl.String},
+    ).unique(["prompt", "image_sha"])
+    return plan.join(
+        generations, on=["prompt", "image_sha"], how="left", maintain_order="left"
+    ).with_columns(
+        pl.when(pl.col("image_sha").is_null())
+        .then(pl.lit("image_unreadable"))
+        .when(pl.lit(model is None))
+        .then(pl.lit("skipped"))
+        .when(pl.col("comment").map_elements(normalise_text, return_dtype=pl.String).is_null())
+        .then(pl.lit("empty"))
+        .otherwise(pl.lit("generated"))
+        .alias("status"),
+        pl.lit(backend).alias("backend"),
+        pl.lit(model, dtype=pl.String).alias("model"),
+    )
+
+
+def comment_plan(
+    plan: pl.DataFrame,
+    identity: tuple[str, str],
+    make_generator: Callable[[], CommentGenerator] | None,
+    cache_file: Path,
+    read_image: Callable[[str], bytes],
+    batch_size: int,
+    log: Callable[[str], None],
+) -> tuple[pl.DataFrame, GenerationResult]:
+    """Generate (or reuse from the cache) a comment for every row of ``plan`` that has a
+    readable image, and return the plan with comments and statuses; ``make_generator`` None
+    means no backend (every row with an image is ``skipped``)."""
+    from hmg_pipeline.core.progress import Progress
+
+    keys = generation_keys(plan)
+    result = GenerationResult([None] * len(keys), 0, 0, 0.0)
+    if make_generator is not None:
+        with GenerationCache(cache_file) as cache:
+            result = generate_with_cache(
+                identity,
+                make_generator,
+                cache,
+                keys,
+                read_image,
+                batch_size,
+                Progress(len(keys), "LLaVA comments", log).advance,
+            )
+    model = None if make_generator is None else identity[1].split("|")[0]
+    return with_generations(plan, keys, result.comments, identity[0], model), result
+
+
+# -- augmented comment features ----------------------------------------------------------------
+
+
+def comments_to_embed(
+    comment_embeddings: pl.DataFrame, llava_comments: pl.DataFrame
+) -> tuple[pl.DataFrame, list[str | None]]:
+    """Each clean edge (in ``comment_embeddings``' order) with its generated comment, and the
+    text to embed: the LLaVA comment of an edge that has no real comment, else None."""
+    from hmg_pipeline.core.encoders import normalise_text
+
+    generated = llava_comments.filter(pl.col("status") == "generated").select(
+        "user_id", "image_id", "comment", pl.format("{}/{}", "backend", "model").alias("generator")
+    )
+    edges = comment_embeddings.join(
+        generated, on=["user_id", "image_id"], how="left", maintain_order="left"
+    )
+    texts = [
+        None if has else normalise_text(comment)
+        for has, comment in edges.select("has_comment", "comment").iter_rows()
+    ]
+    return edges, texts
+
+
+def augmented_comment_table(
+    edges: pl.DataFrame, llava_vectors: np.ndarray, embedded: list[bool]
+) -> pl.DataFrame:
+    """Augmented features per edge: the real comment's vector, else the LLaVA comment's
+    (``embedded``), else the missing-comment fill; ``source`` says which (original, llava,
+    fill) and ``generator`` names the backend/model of a LLaVA comment."""
+    from hmg_pipeline.core.features import vector_column
+
+    original = edges["vector"].to_numpy().reshape(edges.height, -1)
+    if original.shape[1] != llava_vectors.shape[1]:
+        raise ValueError(
+            f"comment_embeddings has {original.shape[1]}-d vectors but the text encoder gives "
+            f"{llava_vectors.shape[1]}-d: re-materialise comment_embeddings with the same encoder"
+        )
+    vectors = llava_vectors.copy()
+    kept = ~np.asarray(embedded, dtype=bool)
+    vectors[kept] = original[kept]
+    source = (
+        pl.when(pl.col("has_comment"))
+        .then(pl.lit("original"))
+        .when(pl.col("embedded_llava"))
+        .then(pl.lit("llava"))
+        .otherwise(pl.lit("fill"))
+    )
+    return (
+        edges.with_columns(pl.Series("embedded_llava", embedded, dtype=pl.Boolean))
+        .select(
+            "user_id",
+            "image_id",
+            "has_comment",
+            source.alias("source"),
+            pl.when(pl.col("embedded_llava")).then(pl.col("generator")).alias("generator"),
+        )
+        .with_columns(vector_column("vector", vectors))
+    )

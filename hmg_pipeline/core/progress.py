@@ -33,10 +33,6 @@ class Progress:
             self._last = now
             self._report(self.line(now))
 
-    @property
-    def elapsed(self) -> float:
-        return self._clock() - self.started
-
     def line(self, now: float | None = None) -> str:
         elapsed = (self._clock() if now is None else now) - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0

@@ -60,10 +60,8 @@ CONTACTS = TableSpec("contacts", ("user_id", "contact_id"))
 GROUPS = TableSpec("groups", ("group_id",), ("name", "description"))
 GROUP_MEMBERS = TableSpec("group_members", ("group_id", "user_id"))
 USERS = TableSpec("users", ("user_id",), table_optional=True)
-
-TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (IMAGES, VIEWS, CONTACTS, GROUPS, GROUP_MEMBERS, USERS)
-}
+# Pairs a user wants predictions for (the ``predictions`` asset); optional.
+REQUESTS = TableSpec("requests", ("user_id", "image_id"), table_optional=True)
 
 
 def find_table_file(raw_dir: Path, spec: TableSpec) -> Path | None:

@@ -8,7 +8,6 @@ Every variant is evaluated the same way: 3 stratified 80:10:10 folds (seeds ``se
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -18,8 +17,8 @@ from torch_geometric.data import HeteroData
 from hmg_pipeline.core.graph import REV_VIEWS, VIEWS
 from hmg_pipeline.core.llava import TINY_RANDOM
 from hmg_pipeline.core.metrics import PAPER_METRICS
-from hmg_pipeline.core.splits import fold_splits
-from hmg_pipeline.model.train import TrainConfig, model_config_for, train_fold
+from hmg_pipeline.model.config import ModelConfig, TrainConfig
+from hmg_pipeline.model.train import cross_validate
 from hmg_pipeline.model.variants import PAPER_TABLES, Variant
 
 Log = Callable[[str], None]
@@ -101,41 +100,50 @@ def augmented_comment_features(data: HeteroData, table: pl.DataFrame) -> torch.T
     return features
 
 
+def variant_graph(
+    variant: Variant, data: HeteroData, augmented: pl.DataFrame | None
+) -> tuple[HeteroData | None, str | None]:
+    """The graph a variant trains on, and what it ran on: the LLaVA variant's graph carries the
+    augmented comment features (``llava_comment_embeddings``) and names their generator; it is
+    None when no comment was generated. Every other variant trains on ``data`` as it is."""
+    if variant.comments != "llava":
+        return data, None
+    if augmented is None:
+        raise ValueError(f"variant {variant.key} needs llava_comment_embeddings")
+    features = augmented_comment_features(data, augmented)
+    if features is None:
+        return None, None
+    detail = ", ".join(sorted(augmented["generator"].drop_nulls().unique())) or None
+    return with_comment_features(data, features), detail
+
+
 def run_variant(
     variant: Variant,
     data: HeteroData,
+    model_config: ModelConfig,
     train_config: TrainConfig,
-    folds: int,
-    seed: int,
     device: torch.device,
     amp: bool = False,
     log: Log = lambda message: None,
     detail: str | None = None,
-    **model_settings: object,
 ) -> list[dict]:
-    """Train and test ``variant`` on every fold; metric rows (variant, name, detail, fold,
-    metric, value). ``model_settings`` (e.g. num_layers) apply to every variant; the variant's
-    own settings win. ``detail`` notes what the variant ran on (e.g. which LLaVA)."""
-    model_config = model_config_for(
-        data, variant=variant.name, **{**model_settings, **variant.model}
+    """Cross-validate ``variant``: metric rows (variant, name, detail, fold, metric, value).
+    ``model_config`` and ``train_config`` apply to every variant; the variant's own settings
+    win. ``detail`` notes what the variant ran on (e.g. which LLaVA)."""
+    result = cross_validate(
+        data,
+        model_config.model_copy(update=variant.model),
+        train_config.model_copy(update={"negative_sampling": variant.negative_sampling}),
+        device,
+        amp,
+        log,
+        name=variant.key,
     )
-    config = replace(train_config, negative_sampling=variant.negative_sampling)
-    rows: list[dict] = []
-    for split in fold_splits(data[VIEWS].edge_label.numpy(), folds, seed):
-        log(f"{variant.key}: fold {split.fold + 1}/{folds}")
-        result = train_fold(data, model_config, config, split, device, amp, log)
-        rows += [
-            {
-                "variant": variant.key,
-                "name": variant.name,
-                "detail": detail,
-                "fold": split.fold,
-                "metric": metric,
-                "value": float(value),
-            }
-            for metric, value in result.test_metrics.items()
-        ]
-    return rows
+    return [
+        {"variant": variant.key, "name": variant.name, "detail": detail}
+        | {key: row[key] for key in ("fold", "metric", "value")}
+        for row in result.rows
+    ]
 
 
 def results_frame(rows: list[dict]) -> pl.DataFrame:

@@ -23,46 +23,35 @@ layer. The head's hidden sizes (128, 64, 32) are ours; the paper does not give t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch_geometric.data import HeteroData
 from torch_geometric.nn import GATConv, GraphConv, HeteroConv, SAGEConv
 
 from hmg_pipeline.core.graph import CONNECTS, REV_VIEWS, VIEWS
-
-Backbone = Literal["gat", "sage", "graphconv"]
-Architecture = Literal["hmg_emo", "comments_only"]
+from hmg_pipeline.model.config import ModelConfig
 
 
-@dataclass
-class ModelConfig:
-    """HMG-Emo's architecture; defaults are the paper's (Sec. IV-B)."""
+@dataclass(frozen=True)
+class InputDims:
+    """The sizes a model takes from its graph: node and comment features, and classes."""
 
-    user_dim: int
-    image_dim: int
-    comment_dim: int
-    num_classes: int
-    hidden: int = 64
-    num_layers: int = 5
-    user_proj: int = 128
-    image_proj: int = 128
-    comment_proj: int = 256
-    backbone: Backbone = "gat"
-    use_comments: bool = True  # T: the comment edge term of Eq. 3
-    use_ac: bool = True  # AC: the adaptive combination of Eq. 5-6
-    combine: Literal["concat", "add", "mul"] = "concat"
-    beta_activation: Literal["exp", "sigmoid"] = "sigmoid"  # see the module docstring
-    head_hidden: tuple[int, int, int] = (128, 64, 32)
-    dropout: float = 0.2
-    extra_classes: int = 0  # e.g. 1 for the negative-sampling class "none"
-    variant: str = field(default="HMG-Emo")
-    architecture: Architecture = "hmg_emo"  # comments_only: Table III's classifier
+    user: int
+    image: int
+    comment: int
+    classes: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @classmethod
+    def of(cls, data: HeteroData) -> InputDims:
+        return cls(
+            user=data["user"].x.shape[1],
+            image=data["image"].x.shape[1],
+            comment=data[VIEWS].edge_attr.shape[1],
+            classes=len(data.class_names),
+        )
 
 
 def make_conv(config: ModelConfig, relation: tuple[str, str, str], in_dim: int) -> nn.Module:
@@ -83,8 +72,10 @@ def make_conv(config: ModelConfig, relation: tuple[str, str, str], in_dim: int) 
     raise ValueError(f"unknown backbone {config.backbone!r}: use gat, sage or graphconv")
 
 
-def mlp_head(in_dim: int, config: ModelConfig) -> nn.Sequential:
+def mlp_head(in_dim: int, config: ModelConfig, classes: int) -> nn.Sequential:
     """3 hidden layers with ReLU; Dropout after each hidden layer but the last."""
+    if len(config.head_hidden) != 3:
+        raise ValueError(f"head_hidden needs three sizes, got {config.head_hidden}")
     h1, h2, h3 = config.head_hidden
     return nn.Sequential(
         nn.Linear(in_dim, h1),
@@ -95,19 +86,20 @@ def mlp_head(in_dim: int, config: ModelConfig) -> nn.Sequential:
         nn.Dropout(config.dropout),
         nn.Linear(h2, h3),
         nn.ReLU(),
-        nn.Linear(h3, config.num_classes + config.extra_classes),
+        nn.Linear(h3, classes + config.extra_classes),
     )
 
 
 class HMGEmo(nn.Module):
     """The model; ``forward`` returns logits for the ``(user, image)`` pairs of ``edge_index``."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, dims: InputDims) -> None:
         super().__init__()
         self.config = config
-        self.user_proj = nn.Linear(config.user_dim, config.user_proj)
-        self.image_proj = nn.Linear(config.image_dim, config.image_proj)
-        self.comment_proj = nn.Linear(config.comment_dim, config.comment_proj)
+        self.dims = dims
+        self.user_proj = nn.Linear(dims.user, config.user_proj)
+        self.image_proj = nn.Linear(dims.image, config.image_proj)
+        self.comment_proj = nn.Linear(dims.comment, config.comment_proj)
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for layer in range(config.num_layers):
@@ -127,7 +119,7 @@ class HMGEmo(nn.Module):
         self.w_u = nn.Linear(config.hidden, 1)
         self.w_i = nn.Linear(config.hidden, 1)
         combined = 2 * config.hidden if config.combine == "concat" else config.hidden
-        self.head = mlp_head(combined, config)
+        self.head = mlp_head(combined, config, dims.classes)
 
     def encode(
         self, x_dict: dict[str, Tensor], edge_index_dict: dict, edge_attr_dict: dict
@@ -177,19 +169,20 @@ class HMGEmo(nn.Module):
 class CommentsOnly(nn.Module):
     """Table III's comments-only classifier: HMG-Emo's MLP head on the comment features."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, dims: InputDims) -> None:
         super().__init__()
         self.config = config
-        self.head = mlp_head(config.comment_dim, config)
+        self.dims = dims
+        self.head = mlp_head(dims.comment, config, dims.classes)
 
     def forward(self, comments: Tensor) -> Tensor:
         return self.head(comments)
 
 
-def build_model(config: ModelConfig) -> HMGEmo | CommentsOnly:
-    """The network named by ``config.architecture``."""
+def build_model(config: ModelConfig, dims: InputDims) -> HMGEmo | CommentsOnly:
+    """The network named by ``config.architecture``, sized for ``dims``."""
     if config.architecture == "comments_only":
-        return CommentsOnly(config)
+        return CommentsOnly(config, dims)
     if config.architecture == "hmg_emo":
-        return HMGEmo(config)
+        return HMGEmo(config, dims)
     raise ValueError(f"unknown architecture {config.architecture!r}: hmg_emo or comments_only")

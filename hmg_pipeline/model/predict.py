@@ -1,26 +1,32 @@
 """Loading a trained HMG-Emo and predicting emotions for (user, image) pairs.
 
-    from hmg_pipeline.model.predict import load_trained_model, predict_emotions
+    from hmg_pipeline.model.predict import load_trained_model, predict_pairs
     trained = load_trained_model("data/store/artifacts/trained_model.pt")
     graph = torch.load("data/store/artifacts/hetero_graph.pt", weights_only=False)
-    predict_emotions(trained, graph, [("48600000@N00", "5000000000")])
+    predict_pairs(trained, graph, [("48600000@N00", "5000000000")])
 
 Any pair of a user node and an image node of the graph can be scored: the model embeds nodes by
-message passing over the graph, then classifies the pair from the two node embeddings.
+message passing over the graph, then classifies the pair from the two node embeddings. A pair
+whose user or image is not a node of the graph gets a status saying which, and no prediction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import torch
 from torch_geometric.data import HeteroData
 
-from hmg_pipeline.model.hmg_emo import HMGEmo, ModelConfig, build_model
+from hmg_pipeline.core.graph import VIEWS
+from hmg_pipeline.model.config import ModelConfig, TrainConfig
+from hmg_pipeline.model.hmg_emo import HMGEmo, InputDims, build_model
 from hmg_pipeline.model.train import GraphTensors
+
+PAIR_STATUSES = ("ok", "unknown_user", "unknown_image", "unknown_user_and_image")
 
 
 @dataclass
@@ -29,70 +35,146 @@ class TrainedModel:
     class_names: list[str]
     fold: int
     test_metrics: dict[str, float]
-    model_config: dict
-    train_config: dict
+    model_config: ModelConfig
+    train_config: TrainConfig
+    test_edges: np.ndarray  # indices of the kept fold's test edges in the graph's views
 
 
 def model_bundle(
     state_dict: dict[str, torch.Tensor],
     model_config: ModelConfig,
-    train_config: dict,
+    dims: InputDims,
+    train_config: TrainConfig,
     fold: int,
     test_metrics: dict[str, float],
     class_names: Sequence[str],
+    test_edges: np.ndarray,
 ) -> dict:
     """What the ``trained_model`` asset stores: weights plus everything needed to rebuild."""
     return {
         "state_dict": state_dict,
-        "model_config": model_config.to_dict(),
-        "train_config": dict(train_config),
+        "model_config": model_config.model_dump(),
+        "dims": asdict(dims),
+        "train_config": train_config.model_dump(),
         "fold": fold,
         "test_metrics": dict(test_metrics),
         "class_names": list(class_names),
+        "test_edges": np.asarray(test_edges, dtype=np.int64),
     }
 
 
 def trained_model_from_bundle(bundle: dict) -> TrainedModel:
-    config = dict(bundle["model_config"])
-    config["head_hidden"] = tuple(config["head_hidden"])
-    model = build_model(ModelConfig(**config))
+    config = ModelConfig(**bundle["model_config"])
+    model = build_model(config, InputDims(**bundle["dims"]))
     model.load_state_dict(bundle["state_dict"])
     model.eval()
     return TrainedModel(
-        model=model,
+        model=model,  # type: ignore[arg-type]
         class_names=list(bundle["class_names"]),
         fold=int(bundle["fold"]),
         test_metrics=dict(bundle["test_metrics"]),
         model_config=config,
-        train_config=dict(bundle["train_config"]),
+        train_config=TrainConfig(**bundle["train_config"]),
+        test_edges=np.asarray(bundle["test_edges"], dtype=np.int64),
     )
 
 
 def load_trained_model(path: str | Path) -> TrainedModel:
     """Load the ``trained_model`` artifact (``HMG_STORE_DIR/artifacts/trained_model.pt``)."""
-    return trained_model_from_bundle(torch.load(Path(path), map_location="cpu", weights_only=False))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: materialise trained_model first")
+    return trained_model_from_bundle(torch.load(path, map_location="cpu", weights_only=False))
 
 
-def predict_emotions(
+def pair_status(known_user: bool, known_image: bool) -> str:
+    """Why a pair can or cannot be scored (one of ``PAIR_STATUSES``)."""
+    if known_user and known_image:
+        return "ok"
+    if not known_user and not known_image:
+        return "unknown_user_and_image"
+    return "unknown_image" if known_user else "unknown_user"
+
+
+def predict_pairs(
     trained: TrainedModel, graph: HeteroData, pairs: Sequence[tuple[str, str]]
 ) -> pl.DataFrame:
-    """Most likely emotion and class probabilities for each (user_id, image_id) pair."""
+    """For each (user_id, image_id) pair: ``status``, the most likely ``emotion``, the class
+    probabilities ``p_<class>`` and the edge's ``beta`` (Eq. 5; null when the model has no
+    adaptive combination). Pairs with an unknown user or image get nulls and their status."""
+    if trained.model_config.architecture != "hmg_emo":
+        raise ValueError(
+            f"predictions need the graph model; this one is {trained.model_config.architecture}"
+        )
     users = {u: i for i, u in enumerate(graph["user"].node_id)}
     images = {m: i for i, m in enumerate(graph["image"].node_id)}
-    unknown = [p for p in pairs if p[0] not in users or p[1] not in images]
-    if unknown:
-        raise KeyError(f"pairs not in the graph (unknown user or image): {unknown[:3]}")
-    tensors = GraphTensors.of(graph, torch.device("cpu"))
-    index = torch.tensor([[users[u] for u, _ in pairs], [images[m] for _, m in pairs]])
-    with torch.no_grad():
-        nodes = trained.model.encode(tensors.x, tensors.edge_index, tensors.edge_attr)
-        probabilities = torch.softmax(trained.model.classify(nodes, index), dim=1)
+    statuses = [pair_status(u in users, m in images) for u, m in pairs]
+    scored = [k for k, status in enumerate(statuses) if status == "ok"]
     names = trained.class_names
+    probabilities = np.full((len(pairs), len(names)), np.nan, dtype=np.float32)
+    beta = np.full(len(pairs), np.nan, dtype=np.float32)
+    if scored:
+        index = torch.tensor(
+            [[users[pairs[k][0]] for k in scored], [images[pairs[k][1]] for k in scored]]
+        )
+        tensors = GraphTensors.of(graph, torch.device("cpu"))
+        model = trained.model
+        with torch.no_grad():
+            nodes = model.encode(tensors.x, tensors.edge_index, tensors.edge_attr)
+            logits = model.classify(nodes, index)[:, : len(names)]
+            probabilities[scored] = torch.softmax(logits, dim=1).numpy()
+            if trained.model_config.use_ac:
+                x_u, x_i = nodes["user"][index[0]], nodes["image"][index[1]]
+                beta[scored] = model.beta(x_u, x_i).squeeze(1).numpy()
+    predicted = probabilities[scored].argmax(1) if scored else np.array([], dtype=np.int64)
+    emotions: list[str | None] = [None] * len(pairs)
+    for k, best in zip(scored, predicted, strict=True):
+        emotions[k] = names[int(best)]
     return pl.DataFrame(
         {
             "user_id": [u for u, _ in pairs],
             "image_id": [m for _, m in pairs],
-            "emotion": [names[i] for i in probabilities.argmax(1).tolist()],
-            **{f"p_{name}": probabilities[:, k].numpy() for k, name in enumerate(names)},
-        }
+            "status": statuses,
+            "emotion": emotions,
+            **{f"p_{name}": probabilities[:, k] for k, name in enumerate(names)},
+            "beta": beta,
+        },
+        schema_overrides={"emotion": pl.String},
+    ).with_columns(pl.selectors.float().fill_nan(None))
+
+
+def held_out_pairs(trained: TrainedModel, graph: HeteroData) -> pl.DataFrame:
+    """The kept fold's held-out test edges as (user_id, image_id, true_emotion)."""
+    users = np.asarray(graph["user"].node_id, dtype=object)
+    images = np.asarray(graph["image"].node_id, dtype=object)
+    source, target = graph[VIEWS].edge_index[:, torch.as_tensor(trained.test_edges)].numpy()
+    labels = graph[VIEWS].edge_label[torch.as_tensor(trained.test_edges)].numpy()
+    return pl.DataFrame(
+        {
+            "user_id": users[source].tolist(),
+            "image_id": images[target].tolist(),
+            "true_emotion": [trained.class_names[int(k)] for k in labels],
+        },
+        schema={"user_id": pl.String, "image_id": pl.String, "true_emotion": pl.String},
+    )
+
+
+def predictions_table(
+    trained: TrainedModel, graph: HeteroData, requests: pl.DataFrame
+) -> pl.DataFrame:
+    """Predictions for the kept fold's test edges (``source`` test, with ``true_emotion``)
+    and for the requested pairs (``source`` request; ``requests`` has user_id and image_id)."""
+    tests = held_out_pairs(trained, graph).with_columns(pl.lit("test").alias("source"))
+    asked = requests.select(
+        "user_id", "image_id", pl.lit(None, pl.String).alias("true_emotion")
+    ).with_columns(pl.lit("request").alias("source"))
+    wanted = pl.concat([tests, asked])
+    predicted = predict_pairs(trained, graph, list(wanted.select("user_id", "image_id").rows()))
+    return pl.concat([wanted.select("source", "true_emotion"), predicted], how="horizontal").select(
+        "source",
+        "user_id",
+        "image_id",
+        "status",
+        "true_emotion",
+        pl.exclude("source", "user_id", "image_id", "status", "true_emotion"),
     )

@@ -21,7 +21,7 @@ import copy
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -34,25 +34,11 @@ from torch_geometric.data import HeteroData
 
 from hmg_pipeline.core.graph import VIEWS, NonEdgeSampler
 from hmg_pipeline.core.metrics import classification_metrics, confusion
-from hmg_pipeline.core.splits import Split
-from hmg_pipeline.model.hmg_emo import CommentsOnly, HMGEmo, ModelConfig, build_model
+from hmg_pipeline.core.splits import Split, fold_splits
+from hmg_pipeline.model.config import ModelConfig, TrainConfig
+from hmg_pipeline.model.hmg_emo import CommentsOnly, HMGEmo, InputDims, build_model
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings; defaults are the paper's (Sec. IV-B)."""
-
-    epochs: int = 20
-    lr: float = 0.005
-    batch_size: int = 512
-    weight_decay: float = 0.0
-    seed: int = 0
-    negative_sampling: bool = False  # Table V: one non-edge labelled "none" per batch edge
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -72,18 +58,8 @@ class FoldResult:
     history: list[EpochLog]
     test_metrics: dict[str, float]
     confusion: np.ndarray
+    split: Split
     step_seconds: list[float] = field(default_factory=list)
-
-
-def model_config_for(data: HeteroData, **settings) -> ModelConfig:
-    """A ModelConfig whose input sizes match ``data``."""
-    return ModelConfig(
-        user_dim=data["user"].x.shape[1],
-        image_dim=data["image"].x.shape[1],
-        comment_dim=data[VIEWS].edge_attr.shape[1],
-        num_classes=len(data.class_names),
-        **settings,
-    )
 
 
 @dataclass
@@ -194,10 +170,10 @@ def _train_fold(
     torch.manual_seed(train_config.seed + split.fold)
     rng = np.random.default_rng(train_config.seed + split.fold)
     graph = GraphTensors.of(data, device)
-    model = build_model(model_config).to(device)
+    model = build_model(model_config, InputDims.of(data)).to(device)
     negatives = negative_sampler(data, model_config, train_config)
     negative_rng = np.random.default_rng([train_config.seed + split.fold, 1])
-    none_class = model_config.num_classes  # the first extra class
+    none_class = model.dims.classes  # the first extra class
     optimizer = torch.optim.Adam(
         model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
     )
@@ -254,8 +230,58 @@ def _train_fold(
         history=history,
         test_metrics=test_metrics,
         confusion=matrix,
+        split=split,
         step_seconds=step_seconds,
     )
+
+
+@dataclass
+class CrossValidation:
+    """Every fold's result and the test metric rows (model, fold, metric, value) of the model
+    and, when asked for, of the baselines on the same splits."""
+
+    folds: list[FoldResult]
+    rows: list[dict]
+
+    @property
+    def best(self) -> FoldResult:
+        """The fold kept as the trained model: the best validation weighted F1."""
+        return max(self.folds, key=lambda result: result.best_val_f1)
+
+    def metrics(self) -> pl.DataFrame:
+        return metrics_frame(self.rows)
+
+
+def cross_validate(
+    data: HeteroData,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    device: torch.device,
+    amp: bool = False,
+    log: Log = lambda message: None,
+    name: str = "HMG-Emo",
+    baselines: bool = False,
+) -> CrossValidation:
+    """Train and test on ``train_config.folds`` seeded stratified 80:10:10 splits (seeds
+    ``seed``, ``seed + 1``, ...); with ``baselines``, the majority class and the logistic
+    regression are scored on the same splits. The one CV loop of the project: ``trained_model``,
+    every experiment variant and the benchmarks run through it."""
+    labels = data[VIEWS].edge_label.numpy()
+    results, rows = [], []
+    for split in fold_splits(labels, train_config.folds, train_config.seed):
+        log(
+            f"{name}, fold {split.fold + 1}/{train_config.folds}: {len(split.train)} train / "
+            f"{len(split.val)} val / {len(split.test)} test edges, device {device}"
+        )
+        result = train_fold(data, model_config, train_config, split, device, amp, log)
+        results.append(result)
+        rows += metric_rows(name, split.fold, result.test_metrics)
+        if baselines:
+            rows += metric_rows("majority class", split.fold, majority_baseline(data, split))
+            rows += metric_rows(
+                "logistic regression", split.fold, logistic_regression_baseline(data, split)
+            )
+    return CrossValidation(results, rows)
 
 
 def negative_sampler(

@@ -1,0 +1,58 @@
+"""The two settings of a trained model, each defined once with the paper's defaults (Sec.
+IV-B): how to train and evaluate it (:class:`TrainConfig`) and its architecture
+(:class:`ModelConfig`). ``trained_model``'s and ``experiment_results``' run config is built from
+both. No torch import here: Dagster loads this module in every step's process.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Backbone = Literal["gat", "sage", "graphconv"]
+Architecture = Literal["hmg_emo", "comments_only"]
+
+
+class ModelConfig(BaseModel):
+    """HMG-Emo's architecture; defaults are the paper's (Sec. IV-B). The one definition of the
+    model's settings: ``trained_model``'s run config and every experiment variant build on it."""
+
+    hidden: int = Field(default=64, description="output size of each graph layer")
+    num_layers: int = Field(default=5, description="graph layers")
+    user_proj: int = Field(default=128, description="input projection of user features")
+    image_proj: int = Field(default=128, description="input projection of image features")
+    comment_proj: int = Field(default=256, description="input projection of comment features")
+    backbone: Backbone = Field(default="gat", description="gat (HMG-Emo), sage or graphconv")
+    use_comments: bool = Field(default=True, description="T: the comment edge term of Eq. 3")
+    use_ac: bool = Field(default=True, description="AC: the adaptive combination of Eq. 5-6")
+    combine: Literal["concat", "add", "mul"] = Field(
+        default="concat", description="c(.,.) of Eq. 6"
+    )
+    beta_activation: Literal["exp", "sigmoid"] = Field(
+        default="sigmoid", description="exp is Eq. 5 as written (unbounded beta); see the docs"
+    )
+    head_hidden: list[int] = Field(
+        default=[128, 64, 32], description="the MLP head's three hidden sizes (ours)"
+    )
+    dropout: float = Field(default=0.2, description="dropout in the MLP head")
+    extra_classes: int = Field(default=0, description="1 for negative sampling's class none")
+    architecture: Architecture = Field(
+        default="hmg_emo", description="hmg_emo, or comments_only (Table III's classifier)"
+    )
+
+
+class TrainConfig(BaseModel):
+    """Optimisation and evaluation settings; defaults are the paper's (Sec. IV-B). The one
+    definition of training settings: ``trained_model``'s run config and every experiment
+    variant build on it."""
+
+    epochs: int = Field(default=20, description="epochs per fold")
+    lr: float = Field(default=0.005, description="Adam's learning rate (cosine annealing)")
+    batch_size: int = Field(default=512, description="supervision edges per step")
+    weight_decay: float = Field(default=0.0, description="Adam's weight decay")
+    seed: int = Field(default=0, description="fold k uses seed + k for its split and weights")
+    folds: int = Field(default=3, description="independent stratified 80:10:10 splits")
+    negative_sampling: bool = Field(
+        default=False, description="Table V: one non-edge labelled none per batch edge"
+    )
