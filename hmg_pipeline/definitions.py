@@ -58,12 +58,20 @@ def build_resources(
 all_assets = load_assets_from_modules(ASSET_MODULES)
 all_checks = load_asset_checks_from_modules(ASSET_MODULES)
 
+# The outputs users read (the model, its metrics, predictions) with everything upstream, and
+# what the pipeline left out on the way (label_drops, unreadable_images) so counts add up.
+MAIN_ASSETS = (
+    "trained_model",
+    "evaluation_metrics",
+    "predictions",
+    "label_drops",
+    "unreadable_images",
+)
 main_job = define_asset_job(
     "hmg_main",
-    selection=AssetSelection.assets(
-        "trained_model", "evaluation_metrics", "predictions"
-    ).upstream(),
-    description="trained_model, evaluation_metrics and predictions with everything upstream.",
+    selection=AssetSelection.assets(*MAIN_ASSETS).upstream(),
+    description="The model, its metrics and predictions, with everything upstream and what was "
+    "dropped on the way (label_drops, unreadable_images).",
 )
 
 # All variants in one run: the partition-range tags make experiment_results run every partition

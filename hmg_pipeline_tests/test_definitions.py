@@ -160,6 +160,11 @@ def test_paper_experiments_runs_every_variant_and_hmg_main_never_sees_llava() ->
     # The paper's ethics note: augmented comments never train HMG-Emo by default.
     main = {node.name for node in defs.resolve_job_def("hmg_main").nodes}
     assert "trained_model" in main and not {"llava_comments", "llava_comment_embeddings"} & main
+    # The demo also keeps what it leaves out, so its counts add up.
+    selected = defs.resolve_job_def("hmg_main").asset_layer.selected_asset_keys
+    assert {"predictions", "label_drops", "unreadable_images"} <= {
+        key.to_user_string() for key in selected
+    }
 
 
 def test_llava_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -266,7 +266,9 @@ def test_splits_are_disjoint_stratified_80_10_10_and_differ_per_fold() -> None:
     assert not np.array_equal(splits[0].test, splits[1].test)
 
 
-def test_materialize_trained_model_and_predictions_on_a_tiny_dataset(tiny: TinyDataset) -> None:
+def test_materialize_trained_model_and_predictions_on_a_tiny_dataset(
+    tiny: TinyDataset, capsys: pytest.CaptureFixture[str]
+) -> None:
     from hmg_pipeline.model.predict import load_trained_model, predict_pairs
 
     tiny.write_trainable_views(
@@ -327,3 +329,13 @@ def test_materialize_trained_model_and_predictions_on_a_tiny_dataset(tiny: TinyD
     assert table.filter(pl.col("status") != "ok")["emotion"].null_count() == 2
     quarantined = tiny.table("raw.quarantine").filter(pl.col("table") == "requests")
     assert quarantined.rows(named=True)[0]["column"] == "user_id"  # the blank user id
+
+    # The command line prints the same for any pair, with the stored model and graph.
+    from hmg_pipeline.predict import main
+
+    assert main(["u5", "i1", "nobody", "i1", "--store", str(tiny.store_dir)]) == 0
+    printed = capsys.readouterr().out
+    expected = table.filter((pl.col("source") == "request") & (pl.col("user_id") == "u5"))
+    assert expected["emotion"][0] in printed and "unknown_user" in printed
+    assert main(["u5", "i1", "--store", str(tiny.store_dir / "nowhere")]) == 1
+    assert "materialise trained_model" in capsys.readouterr().err

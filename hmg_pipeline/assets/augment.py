@@ -19,6 +19,28 @@ from hmg_pipeline.storage import DUCKDB_TAGS, table_metadata
 GROUP = "augment"
 
 
+def generation_metadata(table: pl.DataFrame, result, seconds: float) -> dict:
+    """What a user checks after a generation run: statuses, cache use, speed, examples."""
+    done = table.filter(pl.col("status") == "generated")
+    generating = result.seconds_generating
+    return {
+        "dagster/row_count": table.height,
+        "edges_without_comment": table.height,
+        "status": MetadataValue.md(
+            counts_table(dict(table.group_by("status").len().iter_rows()), "status")
+        ),
+        "generated_now": result.generated,
+        "reused_from_cache": result.reused,
+        "unique_comment_share": round(done["comment"].n_unique() / max(done.height, 1), 4),
+        "distinct_prompts": table["prompt"].n_unique(),
+        "generations_per_s": round(result.generated / generating, 2) if generating > 0 else 0.0,
+        "wall_s": round(seconds, 2),
+        "examples": MetadataValue.md(
+            markdown_table(done.select("image_id", "emotion", "synonym", "comment").head(5))
+        ),
+    }
+
+
 @asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS, pool=GPU_POOL)
 def llava_comments(
     context: AssetExecutionContext,
@@ -56,28 +78,9 @@ def llava_comments(
         llava.batch_size,
         context.log.info,
     )
-    rate = result.generated / result.seconds_generating if result.seconds_generating > 0 else 0
-    done = table.filter(pl.col("status") == "generated")
+    metadata = generation_metadata(table, result, time.perf_counter() - started)
     context.add_output_metadata(
-        {
-            "dagster/row_count": table.height,
-            "backend": llava.backend,
-            "model": model,
-            "device": device,
-            "edges_without_comment": plan.height,
-            "status": MetadataValue.md(
-                counts_table(dict(table.group_by("status").len().iter_rows()), "status")
-            ),
-            "generated_now": result.generated,
-            "reused_from_cache": result.reused,
-            "unique_comment_share": round(done["comment"].n_unique() / max(done.height, 1), 4),
-            "distinct_prompts": table["prompt"].n_unique(),
-            "generations_per_s": round(rate, 2),
-            "wall_s": round(time.perf_counter() - started, 2),
-            "examples": MetadataValue.md(
-                markdown_table(done.select("image_id", "emotion", "synonym", "comment").head(5))
-            ),
-        }
+        {"backend": llava.backend, "model": model, "device": device, **metadata}
     )
     return table
 

@@ -107,11 +107,14 @@ def trained_model(
         yield Output(bundle, output_name="trained_model", metadata=metadata)
     if "evaluation_metrics" in context.selected_output_names:
         metrics = result.metrics()
+        f1 = metrics.filter((pl.col("model") == "HMG-Emo") & (pl.col("metric") == "weighted_f1"))
         yield Output(
             metrics,
             output_name="evaluation_metrics",
             metadata={
                 "dagster/row_count": metrics.height,
+                "hmg_emo_weighted_f1_mean": round(float(f1["value"].mean()), 4),
+                "hmg_emo_weighted_f1_std": round(float(f1["value"].std(ddof=0)), 4),
                 "summary": MetadataValue.md(markdown_table(report.summary)),
                 "training_curves": MetadataValue.md(png_markdown(report.curves, "curves")),
                 "confusion_matrix": MetadataValue.md(png_markdown(report.confusion, "matrix")),
