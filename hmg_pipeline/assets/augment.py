@@ -71,6 +71,7 @@ def llava_comments(
     )
     table, result = comment_plan(
         plan,
+        None if skip else model,
         llava.identity(device),
         None if skip else (lambda: llava.generator(paths.models_dir, device)),
         paths.llava_cache,

@@ -487,6 +487,7 @@ def with_generations(
 
 def comment_plan(
     plan: pl.DataFrame,
+    model: str | None,
     identity: tuple[str, str],
     make_generator: Callable[[], CommentGenerator] | None,
     cache_file: Path,
@@ -495,13 +496,14 @@ def comment_plan(
     log: Callable[[str], None],
 ) -> tuple[pl.DataFrame, GenerationResult]:
     """Generate (or reuse from the cache) a comment for every row of ``plan`` that has a
-    readable image, and return the plan with comments and statuses; ``make_generator`` None
-    means no backend (every row with an image is ``skipped``)."""
+    readable image, and return the plan with comments and statuses. ``model`` names the model
+    in the table; None (with ``make_generator`` None) means no backend: every row with an image
+    is ``skipped``. ``identity`` (backend, model and output settings) keys the cache."""
     from hmg_pipeline.core.progress import Progress
 
     keys = generation_keys(plan)
     result = GenerationResult([None] * len(keys), 0, 0, 0.0)
-    if make_generator is not None:
+    if model is not None and make_generator is not None:
         with GenerationCache(cache_file) as cache:
             result = generate_with_cache(
                 identity,
@@ -512,7 +514,6 @@ def comment_plan(
                 batch_size,
                 Progress(len(keys), "LLaVA comments", log).advance,
             )
-    model = None if make_generator is None else identity[1].split("|")[0]
     return with_generations(plan, keys, result.comments, identity[0], model), result
 
 
