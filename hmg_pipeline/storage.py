@@ -73,11 +73,13 @@ def table_metadata(schema: str, columns: dict[str, tuple[str, str]] | None = Non
 
 
 class PolarsTableHandler(DuckDBPolarsTypeHandler):
-    """dagster-duckdb-polars' handler, with two changes this pipeline needs.
+    """dagster-duckdb-polars' handler, with the changes this pipeline needs.
 
     Empty frames are written as empty tables (upstream skips them, so an empty quarantine would
-    break its readers), and an unpartitioned table is replaced rather than emptied and appended
-    to, so a changed schema (say, another encoder's vector dimension) is stored as it is.
+    break its readers); an unpartitioned table is replaced rather than emptied and appended
+    to, so a changed schema (say, another encoder's vector dimension) is stored as it is; the
+    column schema in the output metadata keeps the asset's column descriptions; and a table that
+    is not there is a :class:`MissingUpstream`, not DuckDB's CatalogException.
     """
 
     def handle_output(
