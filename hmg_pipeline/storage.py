@@ -72,6 +72,16 @@ def table_metadata(schema: str, columns: dict[str, tuple[str, str]] | None = Non
     return metadata
 
 
+def table_exists(connection, schema: str, table: str) -> bool:
+    return bool(
+        connection.execute(
+            "select count(*) from information_schema.tables where table_schema = ? "
+            "and table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+    )
+
+
 class PolarsTableHandler(DuckDBPolarsTypeHandler):
     """dagster-duckdb-polars' handler, with the changes this pipeline needs.
 
@@ -114,12 +124,7 @@ class PolarsTableHandler(DuckDBPolarsTypeHandler):
     def load_input(
         self, context: InputContext, table_slice: TableSlice, connection
     ) -> pl.DataFrame:
-        exists = connection.execute(
-            "select count(*) from information_schema.tables where table_schema = ? "
-            "and table_name = ?",
-            [table_slice.schema, table_slice.table],
-        ).fetchone()[0]
-        if not exists:
+        if not table_exists(connection, table_slice.schema, table_slice.table):
             database = connection.execute(
                 "select path from duckdb_databases() where database_name = current_database()"
             ).fetchone()[0]
@@ -157,12 +162,7 @@ def read_store_table(paths: PipelinePaths, schema: str, table: str) -> pl.DataFr
         raise missing_upstream(table, f"{paths.duckdb_file} does not exist")
     connection = connect_with_retry(paths.duckdb_file)
     try:
-        exists = connection.execute(
-            "select count(*) from information_schema.tables where table_schema = ? "
-            "and table_name = ?",
-            [schema, table],
-        ).fetchone()[0]
-        if not exists:
+        if not table_exists(connection, schema, table):
             raise missing_upstream(table, f"no table {schema}.{table} in {paths.duckdb_file}")
         return connection.execute(f"select * from {schema}.{table}").pl()
     finally:

@@ -23,18 +23,6 @@ from hmg_pipeline.resources import (
     PipelinePaths,
 )
 
-# Every raw asset and the quarantine: what a test selects when it needs no later asset.
-UP_TO_QUARANTINE = [
-    "raw_images",
-    "raw_views",
-    "raw_contacts",
-    "raw_groups",
-    "raw_group_members",
-    "raw_users_table",
-    "raw_requests",
-    "quarantine",
-]
-
 # The default selection of a test run: everything up to the features (training is slow; the
 # tests that need the graph, the model or the experiments select them).
 UP_TO_FEATURES = AssetSelection.all() - AssetSelection.groups(

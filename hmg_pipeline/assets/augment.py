@@ -10,8 +10,8 @@ import time
 import polars as pl
 from dagster import AssetExecutionContext, MetadataValue, asset
 
-from hmg_pipeline.assets.features import GPU_POOL
-from hmg_pipeline.core.features import embed_texts, image_sources
+from hmg_pipeline.assets.features import GPU_POOL, embed_texts_with
+from hmg_pipeline.core.features import image_sources
 from hmg_pipeline.metadata import counts_table, markdown_table
 from hmg_pipeline.resources import ComputeResource, EncoderResource, LlavaResource, PipelinePaths
 from hmg_pipeline.storage import DUCKDB_TAGS, table_metadata
@@ -103,14 +103,8 @@ def llava_comment_embeddings(
 
     started = time.perf_counter()
     edges, texts = comments_to_embed(comment_embeddings, llava_comments)
-    encoder = encoders.text_encoder(compute)
-    vectors, has_text, result = embed_texts(
-        texts,
-        encoder,
-        paths.embedding_cache,
-        encoders.batch_size_texts,
-        "LLaVA comment embeddings",
-        context.log.info,
+    encoder, vectors, has_text, result = embed_texts_with(
+        context, paths, compute, encoders, texts, "LLaVA comment embeddings"
     )
     table = augmented_comment_table(edges, vectors, has_text)
     counts = dict(table.group_by("source").len().iter_rows())

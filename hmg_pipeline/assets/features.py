@@ -61,6 +61,23 @@ def embedding_metadata(encoder, count: int, result: CachedResult, seconds: float
     }
 
 
+def embed_texts_with(
+    context: AssetExecutionContext,
+    paths: PipelinePaths,
+    compute: ComputeResource,
+    encoders: EncoderResource,
+    texts: list[str | None],
+    what: str,
+):
+    """The configured text encoder on the compute device, and ``texts`` embedded through the
+    store's cache: (encoder, vectors, has_text, cache result). Shared by every text asset."""
+    encoder = encoders.text_encoder(compute)
+    vectors, has_text, result = embed_texts(
+        texts, encoder, paths.embedding_cache, encoders.batch_size_texts, what, context.log.info
+    )
+    return encoder, vectors, has_text, result
+
+
 @multi_asset(
     outs={
         "image_embeddings": AssetOut(
@@ -150,14 +167,8 @@ def comment_embeddings(
 
     started = time.perf_counter()
     normalised = [normalise_text(t) for t in clean_labels["comment_text"].to_list()]
-    encoder = encoders.text_encoder(compute)
-    vectors, has_comment, result = embed_texts(
-        normalised,
-        encoder,
-        paths.embedding_cache,
-        encoders.batch_size_texts,
-        "comment embeddings",
-        context.log.info,
+    encoder, vectors, has_comment, result = embed_texts_with(
+        context, paths, compute, encoders, normalised, "comment embeddings"
     )
     keys = [f"{u}\x1f{i}" for u, i in clean_labels.select("user_id", "image_id").iter_rows()]
     missing = [i for i, present in enumerate(has_comment) if not present]
@@ -188,14 +199,9 @@ def group_embeddings(
 ) -> pl.DataFrame:
     """One vector per valid group from its name and description (zeros when it has neither)."""
     started = time.perf_counter()
-    encoder = encoders.text_encoder(compute)
-    vectors, has_text, result = embed_texts(
-        group_texts(valid_groups, flickr_groups),
-        encoder,
-        paths.embedding_cache,
-        encoders.batch_size_texts,
-        "group embeddings",
-        context.log.info,
+    texts = group_texts(valid_groups, flickr_groups)
+    encoder, vectors, has_text, result = embed_texts_with(
+        context, paths, compute, encoders, texts, "group embeddings"
     )
     table = valid_groups.select("group_id").with_columns(
         pl.Series("has_text", has_text, dtype=pl.Boolean),

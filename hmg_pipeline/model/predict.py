@@ -26,8 +26,6 @@ from hmg_pipeline.model.config import ModelConfig, TrainConfig
 from hmg_pipeline.model.hmg_emo import HMGEmo, InputDims, build_model
 from hmg_pipeline.model.train import GraphTensors
 
-PAIR_STATUSES = ("ok", "unknown_user", "unknown_image", "unknown_user_and_image")
-
 
 @dataclass
 class TrainedModel:
@@ -88,7 +86,7 @@ def load_trained_model(path: str | Path) -> TrainedModel:
 
 
 def pair_status(known_user: bool, known_image: bool) -> str:
-    """Why a pair can or cannot be scored (one of ``PAIR_STATUSES``)."""
+    """Whether a pair can be scored: ok, unknown_user, unknown_image, unknown_user_and_image."""
     if known_user and known_image:
         return "ok"
     if not known_user and not known_image:
