@@ -30,6 +30,7 @@ from hmg_pipeline.resources import (
     FlickrResource,
     LlavaResource,
     PipelinePaths,
+    resource_from_env,
 )
 from hmg_pipeline.storage import artifact_io_manager, duckdb_io_manager, executor
 
@@ -43,13 +44,14 @@ def build_resources(
     encoders: EncoderResource | None = None,
     llava: LlavaResource | None = None,
 ) -> dict:
-    """The resources every asset needs; settings not given are read from the environment."""
+    """The resources every asset needs; settings not given are read from the environment (a
+    bad setting fails only the steps that use its resource)."""
     return {
         "paths": paths,
-        "compute": compute or ComputeResource.from_env(),
-        "flickr": flickr or FlickrResource.from_env(),
-        "encoders": encoders or EncoderResource.from_env(),
-        "llava": llava or LlavaResource.from_env(),
+        "compute": compute or resource_from_env(ComputeResource.from_env),
+        "flickr": flickr or resource_from_env(FlickrResource.from_env),
+        "encoders": encoders or resource_from_env(EncoderResource.from_env),
+        "llava": llava or resource_from_env(LlavaResource.from_env),
         "io_manager": duckdb_io_manager(paths),
         "artifact_io_manager": artifact_io_manager(paths),
     }

@@ -1,15 +1,24 @@
 """Dagster resources: where data lives, which device computes, and the services used.
 
-The only module that reads the environment: every setting is parsed here, once.
+The only module that reads the environment: every setting is parsed here, once, by
+:data:`SETTINGS` (name, default, allowed values). A bad value raises :class:`SettingError`
+naming the variable and what is allowed; :func:`resource_from_env` turns that into a resource
+that fails when a step initialises it, so the code location still loads and only the assets
+that use the setting fail.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, ResourceDefinition
 from pydantic import Field
 
 from hmg_pipeline.core.flickr import DEFAULT_API_URL as DEFAULT_FLICKR_URL
@@ -24,6 +33,146 @@ if TYPE_CHECKING:
 
 DEFAULT_RAW_DIR = "data/sample"
 DEFAULT_STORE_DIR = "data/store"
+DEFAULT_RECHECK_CRON = "0 3 * * 0"  # Sundays 03:00
+MAX_FLICKR_QPS = 1000.0  # far above Flickr's 1/s (local test servers go higher); guards typos
+
+
+class SettingError(ValueError):
+    """An environment setting whose value is outside its allowed range."""
+
+
+def _number(low: float, high: float, low_open: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        above_low = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above_low and value <= high):
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.lower()
+        if value not in options:
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def _flag(text: str) -> bool:
+    value = text.lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(text)
+
+
+def _http_url(text: str) -> str:
+    parsed = urlparse(text)
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        raise ValueError(text)
+    return text
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text.lower()):
+        raise ValueError(text)
+    return text.lower()
+
+
+def _cron(text: str) -> str:
+    from dagster._utils.schedules import is_valid_cron_string
+
+    if not is_valid_cron_string(text):
+        raise ValueError(text)
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its default (used when unset or blank), what is allowed (for
+    the error message) and the parser that enforces it."""
+
+    name: str
+    default: str
+    allowed: str
+    parse: Callable[[str], Any]
+
+
+SETTINGS: dict[str, Setting] = {
+    setting.name: setting
+    for setting in (
+        Setting("HMG_RAW_DIR", DEFAULT_RAW_DIR, "a directory path", _text),
+        Setting("HMG_STORE_DIR", DEFAULT_STORE_DIR, "a directory path", _text),
+        Setting("HMG_DEVICE", "auto", "auto, cpu, cuda or cuda:N", _device),
+        Setting("HMG_AMP", "1", "1/0, true/false, yes/no or on/off", _flag),
+        Setting("HMG_ENCODERS", "bundled", "bundled or paper", _choice("bundled", "paper")),
+        Setting("HMG_IMAGE_WEIGHTS", "", "a state-dict file path (empty: default)", _text),
+        Setting("HMG_TEXT_MODEL", "", "a model id or directory (empty: default)", _text),
+        Setting("FLICKR_API_URL", DEFAULT_FLICKR_URL, "an http(s) URL", _http_url),
+        Setting(
+            "FLICKR_MAX_QPS",
+            "1.0",
+            f"a number > 0 and <= {MAX_FLICKR_QPS:g} (requests per second)",
+            _number(0.0, MAX_FLICKR_QPS, low_open=True),
+        ),
+        Setting(
+            "HMG_FLICKR_RECHECK_DAYS",
+            "30",
+            "a number of days >= 0 and <= 3650",
+            _number(0.0, 3650.0, low_open=False),
+        ),
+        Setting(
+            "HMG_FLICKR_RECHECK_CRON",
+            DEFAULT_RECHECK_CRON,
+            "a cron string, e.g. '0 3 * * 0'",
+            _cron,
+        ),
+        Setting(
+            "HMG_LLAVA_BACKEND",
+            "transformers",
+            "transformers, ollama or none",
+            _choice("transformers", "ollama", "none"),
+        ),
+        Setting("HMG_LLAVA_MODEL", "", "a model id, directory or Ollama name", _text),
+        Setting("HMG_OLLAMA_URL", DEFAULT_OLLAMA_URL, "an http(s) URL", _http_url),
+    )
+}
+
+
+def env_setting(name: str) -> Any:
+    """The parsed value of environment setting ``name`` (its default when unset or blank)."""
+    setting = SETTINGS[name]
+    raw = os.environ.get(name, "")
+    text = raw.strip() or setting.default
+    try:
+        return setting.parse(text)
+    except (ValueError, TypeError):
+        raise SettingError(f"{name}={raw!r} is not allowed: use {setting.allowed}") from None
+
+
+def resource_from_env(
+    build: Callable[[], ConfigurableResource],
+) -> ConfigurableResource | ResourceDefinition:
+    """``build()``, or, when a setting is bad, a resource whose initialisation raises the
+    setting's error: the code location loads, and only the steps that use it fail."""
+    try:
+        return build()
+    except SettingError as error:
+        message = str(error)
+
+        def fail(_context: object) -> None:
+            raise SettingError(message)
+
+        return ResourceDefinition(resource_fn=fail, description=f"invalid setting: {message}")
 
 
 class PipelinePaths(ConfigurableResource):
@@ -38,10 +187,7 @@ class PipelinePaths(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> PipelinePaths:
-        return cls(
-            raw_dir=os.environ.get("HMG_RAW_DIR", DEFAULT_RAW_DIR),
-            store_dir=os.environ.get("HMG_STORE_DIR", DEFAULT_STORE_DIR),
-        )
+        return cls(raw_dir=env_setting("HMG_RAW_DIR"), store_dir=env_setting("HMG_STORE_DIR"))
 
     @property
     def raw_path(self) -> Path:
@@ -112,8 +258,7 @@ class ComputeResource(ConfigurableResource):
 
     @classmethod
     def from_env(cls) -> ComputeResource:
-        amp = os.environ.get("HMG_AMP", "1").strip().lower() not in {"0", "false", "no", "off"}
-        return cls(device=os.environ.get("HMG_DEVICE", "auto"), amp=amp)
+        return cls(device=env_setting("HMG_DEVICE"), amp=env_setting("HMG_AMP"))
 
     def torch_device(self) -> torch.device:
         """The device to compute on; a clear error when CUDA is asked for but absent."""
@@ -151,7 +296,13 @@ class FlickrResource(ConfigurableResource):
     ``api_key_env`` at run time, so it never enters Dagster config, logs or metadata."""
 
     api_url: str = Field(default=DEFAULT_FLICKR_URL, description="REST endpoint")
-    max_qps: float = Field(default=1.0, description="request-rate ceiling for the whole run")
+    max_qps: float = Field(
+        default=1.0,
+        gt=0,
+        le=MAX_FLICKR_QPS,
+        allow_inf_nan=False,
+        description="request-rate ceiling for the whole run",
+    )
     max_attempts: int = Field(default=5, description="attempts per request (transient errors)")
     timeout_s: float = Field(default=10.0, description="per-request timeout")
     backoff_base_s: float = Field(default=1.0, description="first retry waits up to this")
@@ -159,15 +310,19 @@ class FlickrResource(ConfigurableResource):
     workers: int = Field(default=4, description="threads; they share the rate ceiling")
     api_key_env: str = Field(default="FLICKR_API_KEY", description="env var holding the key")
     recheck_after_days: float = Field(
-        default=30.0, description="the scheduled re-check asks about items older than this"
+        default=30.0,
+        ge=0,
+        le=3650,
+        allow_inf_nan=False,
+        description="the scheduled re-check asks about items older than this",
     )
 
     @classmethod
     def from_env(cls) -> FlickrResource:
         return cls(
-            api_url=os.environ.get("FLICKR_API_URL", DEFAULT_FLICKR_URL),
-            max_qps=float(os.environ.get("FLICKR_MAX_QPS", "1.0")),
-            recheck_after_days=float(os.environ.get("HMG_FLICKR_RECHECK_DAYS", "30")),
+            api_url=env_setting("FLICKR_API_URL"),
+            max_qps=env_setting("FLICKR_MAX_QPS"),
+            recheck_after_days=env_setting("HMG_FLICKR_RECHECK_DAYS"),
         )
 
     def settings(self) -> FlickrSettings | None:
@@ -187,8 +342,13 @@ class FlickrResource(ConfigurableResource):
 
 
 def flickr_recheck_cron() -> str:
-    """``HMG_FLICKR_RECHECK_CRON``: when the weekly re-check of dead Flickr items fires."""
-    return os.environ.get("HMG_FLICKR_RECHECK_CRON", "0 3 * * 0")  # Sundays 03:00
+    """``HMG_FLICKR_RECHECK_CRON``: when the weekly re-check of dead Flickr items fires. A bad
+    value gives the default here, so the code location loads; the schedule's ticks then fail
+    with the setting's error (they call ``env_setting`` again)."""
+    try:
+        return env_setting("HMG_FLICKR_RECHECK_CRON")
+    except SettingError:
+        return DEFAULT_RECHECK_CRON
 
 
 class EncoderResource(ConfigurableResource):
@@ -205,9 +365,9 @@ class EncoderResource(ConfigurableResource):
     @classmethod
     def from_env(cls) -> EncoderResource:
         return cls(
-            profile=os.environ.get("HMG_ENCODERS", "bundled"),
-            image_weights=os.environ.get("HMG_IMAGE_WEIGHTS", ""),
-            text_model=os.environ.get("HMG_TEXT_MODEL", ""),
+            profile=env_setting("HMG_ENCODERS"),
+            image_weights=env_setting("HMG_IMAGE_WEIGHTS"),
+            text_model=env_setting("HMG_TEXT_MODEL"),
         )
 
     def settings(self) -> EncoderSettings:
@@ -260,9 +420,9 @@ class LlavaResource(ConfigurableResource):
     @classmethod
     def from_env(cls) -> LlavaResource:
         return cls(
-            backend=os.environ.get("HMG_LLAVA_BACKEND", "transformers"),
-            model=os.environ.get("HMG_LLAVA_MODEL", ""),
-            ollama_url=os.environ.get("HMG_OLLAMA_URL", DEFAULT_OLLAMA_URL),
+            backend=env_setting("HMG_LLAVA_BACKEND"),
+            model=env_setting("HMG_LLAVA_MODEL"),
+            ollama_url=env_setting("HMG_OLLAMA_URL"),
         )
 
     def model_name(self) -> str:

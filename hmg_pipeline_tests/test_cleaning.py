@@ -7,6 +7,7 @@ contract column as a string plus ``source_row`` (Int64, 1-based).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -108,6 +109,9 @@ def raw_dir(tmp_path: Path) -> Path:
     (raw / "img" / "b.jpg").write_bytes(jpeg_bytes((30, 30, 200)))
     (tmp_path / "outside.jpg").write_bytes(b"not inside the raw dir")
     (raw / "img" / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    (raw / "img" / "loop1.jpg").symlink_to(raw / "img" / "loop2.jpg")
+    (raw / "img" / "loop2.jpg").symlink_to(raw / "img" / "loop1.jpg")
+    os.mkfifo(raw / "img" / "fifo.jpg")
     return raw
 
 
@@ -146,15 +150,11 @@ def test_parse_timestamp_rejects_other_text(text: str) -> None:
         parse_timestamp(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG: parse_timestamp lets OverflowError escape for huge Unix seconds, so the view "
-    "crashes the quarantine instead of being quarantined for 'commented_at'",
-)
-def test_huge_unix_seconds_are_quarantined_not_a_crash() -> None:
-    problem = view_problem(view_row(commented_at="1" + "0" * 30), {"i1"}, {})
+@pytest.mark.parametrize("seconds", ["1" + "0" * 30, "1e20", "-99999999999"])
+def test_out_of_range_unix_seconds_are_quarantined_not_a_crash(seconds: str) -> None:
+    problem = view_problem(view_row(commented_at=seconds), {"i1"}, {})
     assert problem is not None and problem.column == "commented_at"
+    assert repr(seconds) in problem.reason
 
 
 @pytest.mark.parametrize(
@@ -207,7 +207,12 @@ def test_emotion_tokens(cell: str, expected: list[str]) -> None:
         ("img/../../outside.jpg", "escapes the raw directory"),
         ("img/link.jpg", "escapes the raw directory"),
         ("img/missing.jpg", "does not exist"),
-        ("img", "does not exist"),
+        ("img", "is a directory"),
+        ("img/loop1.jpg", "symlink loop"),
+        ("img/" + "x" * 300 + ".jpg", "has a name of 304 bytes (the file system allows 255)"),
+        ("img/" + "é" * 130 + ".jpg", "has a name of 264 bytes"),
+        ("img/a.jpg\x00.png", "contains a NUL byte"),
+        ("img/fifo.jpg", "is not a regular file (a FIFO)"),
     ],
 )
 def test_image_file_problem(raw_dir: Path, file: str, fragment: str | None) -> None:

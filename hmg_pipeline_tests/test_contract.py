@@ -73,3 +73,18 @@ def test_parquet_views_with_non_ascii_texts_reach_clean_labels(tiny: TinyDataset
     clean = tiny.table("labels.clean_labels").sort("source_row")
     assert clean["comment_text"].to_list() == texts
     assert set(clean["comment_source"]) == {"raw"}
+
+
+def test_reader_notes_reach_the_raw_asset_metadata(tiny: TinyDataset) -> None:
+    """A float id column read as integers is reported in the asset's metadata, not silently."""
+    csv_path = tiny.raw_dir / "images.csv"
+    frame = pl.read_csv(csv_path, infer_schema=False).with_columns(
+        owner_id=pl.Series([5_000_000_000.0, None, float("nan")])
+    )
+    frame.write_parquet(tiny.raw_dir / "images.parquet")
+    csv_path.unlink()
+    result = tiny.materialize(["raw_images"])
+    [materialization] = result.asset_materializations_for_node("raw_images")
+    [note] = materialization.metadata["notes"].value
+    assert str(tiny.raw_dir / "images.parquet") in note and "'owner_id'" in note
+    assert tiny.table("raw.raw_images")["owner_id"].to_list() == ["5000000000", None, None]

@@ -3,12 +3,16 @@ missing-comment fill and bad input, through the features assets."""
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
+from PIL import Image
 
 from hmg_pipeline.core import encoders
 from hmg_pipeline.core.features import VectorCache, embed_with_cache, user_context
@@ -102,7 +106,7 @@ def test_bundled_image_encoder_is_real_and_deterministic(
     np.testing.assert_allclose(first, second, rtol=1e-4, atol=1e-5)  # batch size does not matter
     for a, b in ((0, 1), (0, 2), (1, 2)):
         assert np.linalg.norm(first[a] - first[b]) > 1e-2 * np.linalg.norm(first[a])
-    assert bundled_image.identity.startswith("efficientnet-lite0/224/gap@")
+    assert bundled_image.identity.startswith("efficientnet-lite0/224/gap/decode-v")
 
 
 def test_bundled_text_encoder_is_real_and_deterministic(bundled_text: encoders.TextEncoder) -> None:
@@ -166,6 +170,49 @@ def test_undecodable_images_are_reported_not_crashing(
     assert "cannot decode" in failures[1] and "0 bytes" in failures[2]
     assert "cannot decode" in failures[3] and "cannot read file" in failures[4]
     assert np.isfinite(vectors[0]).all() and np.isnan(vectors[1:]).all()
+
+
+def png_16bit(pixels: np.ndarray) -> bytes:
+    """A 16-bit PNG written by hand (PIL cannot write 16-bit RGB): grey, grey+alpha, RGB, RGBA
+    by the last axis (1, 2, 3, 4)."""
+    height, width, channels = pixels.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    rows = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_16_bit_images_are_scaled_not_clipped(channels: int) -> None:
+    ramp = np.linspace(0, 65535, 16 * 16).reshape(16, 16, 1).round().astype(np.uint16)
+    pixels = np.repeat(ramp, channels, axis=2)
+    if channels in (2, 4):
+        pixels[..., -1] = 65535  # opaque alpha
+    decoded = np.asarray(encoders.decode_image(png_16bit(pixels)))
+    assert decoded.dtype == np.uint8 and decoded.shape == (16, 16, 3)
+    expected = np.rint(ramp[..., 0] / 257).astype(int)
+    assert np.abs(decoded[..., 0].astype(int) - expected).max() <= 1
+    assert (decoded == 255).mean() < 0.05  # the old clipping made 99.6% white
+
+
+def test_float_images_out_of_range_are_reported() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(buffer, format="TIFF")
+    assert np.asarray(encoders.decode_image(buffer.getvalue()))[0, 0, 0] == 128
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 300.0, np.float32)).save(buffer, format="TIFF")
+    with pytest.raises(encoders.ImageDecodeError, match=r"only \[0, 1\] is supported"):
+        encoders.decode_image(buffer.getvalue())
 
 
 def test_text_normalisation_and_truncation(bundled_text: encoders.TextEncoder) -> None:

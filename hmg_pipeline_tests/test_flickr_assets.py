@@ -1,5 +1,5 @@
-"""Flickr assets end to end against the local fake Flickr: refetch, resume, re-check, secrets,
-the no-key offline path, and the schedule and sensor."""
+"""Flickr assets end to end against the local fake Flickr: refetch, resume, automatic retry
+after an outage, re-check, secrets, the no-key offline path, and the schedule and sensor."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from dagster import (
+    AssetKey,
     AssetSelection,
     DagsterInstance,
     Definitions,
@@ -26,9 +27,17 @@ from hmg_pipeline.assets.flickr import (
     refresh_dead_flickr_content,
 )
 from hmg_pipeline.core.flickr_store import FlickrStore
-from hmg_pipeline.definitions import all_assets, build_resources
+from hmg_pipeline.definitions import all_assets, build_resources, defs
 from hmg_pipeline.resources import FlickrResource, PipelinePaths
-from hmg_pipeline.testing.flickr_server import BAD_KEY, TRANSIENT, FakeFlickr, Reply, comment, serve
+from hmg_pipeline.testing.flickr_server import (
+    BAD_KEY,
+    TRANSIENT,
+    FakeFlickr,
+    Outage,
+    Reply,
+    comment,
+    serve,
+)
 
 from .helpers import TinyDataset, jpeg_bytes, view
 
@@ -224,6 +233,61 @@ def test_interrupted_run_resumes_without_loss_or_duplication(
     assert log.filter(pl.col("outcome") == "ok").height == len(photos)
 
 
+def test_an_outage_leaves_errors_with_a_warning_and_the_next_plain_run_retries_them(
+    tiny: TinyDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLICKR_API_KEY", KEY)
+    photos = [f"q{k:02d}" for k in range(12)]
+    tiny.write_images([(p, "u9", None, "img/a.jpg", None) for p in photos])
+    tiny.write_views([view(f"u{k}", p, "awe", comment_id=f"{p}-c") for k, p in enumerate(photos)])
+    state = FakeFlickr(api_key=KEY, comments={p: [comment(f"{p}-c", f"text {p}")] for p in photos})
+    # Flickr goes down after 4 photos, for 4 photos' worth of attempts (3 each): dropped
+    # connections, HTTP 503 and code 105 in turn. One worker keeps the order deterministic.
+    state.outage = Outage(after=4, length=12)
+    down = photos[4:8]
+    selection = AssetSelection.assets("flickr_comments").upstream()
+    instance = DagsterInstance.ephemeral()
+    with serve(state):
+        first = tiny.materialize(
+            selection, flickr=resource(state, workers=1, max_attempts=3), instance=instance
+        )
+        assert first.success  # an outage is not a failed run: it warns
+        results = flickr_table(tiny, "comments")
+        assert {c for c, s in statuses(results, "comment_id").items() if s == "error"} == {
+            f"{p}-c" for p in down
+        }
+        assert set(results.filter(pl.col("status") == "error")["error_streak"]) == {1}
+        metadata = first.asset_materializations_for_node("flickr_comments")[0].metadata
+        assert metadata["items_in_error"].value == 4
+        assert metadata["next_retry_at"].value.endswith("UTC")
+        warnings = [
+            e.user_message
+            for e in instance.all_logs(first.run_id)
+            if e.level == logging.WARNING and "in error" in e.user_message
+        ]
+        assert len(warnings) == 1 and "4 item(s) in error" in warnings[0]
+        with FlickrStore(tiny.store_dir / "flickr.duckdb") as store:
+            log = store.fetch_log().filter(pl.col("item_id").is_in(down))
+        messages = " ".join(log["message"])
+        assert set(log["outcome"]) == {"transient"} and log.height == 12
+        assert "connection failed" in messages and "HTTP 503" in messages
+        assert "code 105" in messages
+
+        # A plain rerun (no re-check) asks again for exactly the photos that failed.
+        before = len(state.requests)
+        second = tiny.materialize(selection, flickr=resource(state, workers=2), instance=instance)
+        asked = sorted(item for _, item, _ in state.requests[before:])
+    assert asked == down
+    results = flickr_table(tiny, "comments")
+    assert set(results["status"]) == {"ok"} and set(results["error_streak"]) == {0}
+    assert dict(results.select("comment_id", "text").rows()) == {
+        f"{p}-c": f"text {p}" for p in photos
+    }
+    metadata = second.asset_materializations_for_node("flickr_comments")[0].metadata
+    assert metadata["items_in_error"].value == 0 and metadata["changed_items"].value == 4
+    assert not [e for e in instance.all_logs(second.run_id) if e.level == logging.WARNING]
+
+
 def test_recheck_revives_dead_items_and_the_sensor_reacts(
     flickr_data: TinyDataset, fake: FakeFlickr, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -307,3 +371,16 @@ def test_the_api_key_never_reaches_logs_metadata_or_stores(
     for path in flickr_data.store_dir.rglob("*"):
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
+
+
+def test_the_downstream_refresh_job_leaves_partitioned_assets_out() -> None:
+    job = defs.resolve_job_def("flickr_downstream_refresh")
+    graph = job.asset_layer.asset_graph
+    selected = job.asset_layer.selected_asset_keys
+    names = {key.to_user_string() for key in selected}
+    assert not [name for name in names if graph.get(AssetKey(name)).is_partitioned]
+    assert {"clean_labels", "label_drops", "hetero_graph", "trained_model"} <= names
+    assert {"evaluation_metrics", "predictions"} <= names
+    # Downstream of a partitioned asset: refreshed with it by paper_experiments, not here.
+    assert not {"experiment_results", "paper_tables"} & names
+    assert "paper_experiments" in (job.description or "")

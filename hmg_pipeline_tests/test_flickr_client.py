@@ -11,6 +11,7 @@ import pytest
 from hmg_pipeline.core.flickr import (
     FlickrBadKey,
     FlickrClient,
+    FlickrFailed,
     FlickrGone,
     FlickrPrivate,
     FlickrSettings,
@@ -18,11 +19,13 @@ from hmg_pipeline.core.flickr import (
     RateLimiter,
     medium_rendition,
 )
+from hmg_pipeline.core.refetch import UndecodableImage, classify
 from hmg_pipeline.testing.flickr_server import (
     BAD_KEY,
     GONE,
     TRANSIENT,
     FakeFlickr,
+    Outage,
     Reply,
     comment,
     serve,
@@ -145,6 +148,7 @@ def test_transient_failures_give_up_after_max_attempts(flickr: FakeFlickr) -> No
     with pytest.raises(FlickrTransient):
         client.photo_comments("100")
     assert len(flickr.requests) == 3
+    assert client.stats.retries == 2  # the give-up after the 3rd attempt is no retry
 
 
 def test_connection_refused_is_transient_and_hides_the_url() -> None:
@@ -171,6 +175,44 @@ def test_other_methods_follow_flickrs_shapes(flickr: FakeFlickr) -> None:
     contacts = client.public_contacts("u1", per_page=1)
     assert [c["nsid"] for c in contacts] == ["12037949629@N01", "12037949631@N01"]  # 2 pages
     assert client.public_groups("u1")[0]["nsid"] == "34427469792@N01"
+
+
+def test_an_outage_drops_connections_then_answers_503_then_recovers(flickr: FakeFlickr) -> None:
+    flickr.outage = Outage(after=0, length=2)
+    client, sleeps = make_client(flickr)
+    assert len(client.photo_comments("100")) == 1
+    records = client.take_records("100")
+    assert [r.outcome for r in records] == ["transient", "transient", "ok"]
+    assert records[0].message.startswith("connection failed") and records[1].http_status == 503
+    assert len(sleeps) == 2
+
+
+def test_an_unknown_code_is_failed_and_not_retried(flickr: FakeFlickr) -> None:
+    flickr.script[("flickr.photos.comments.getList", "100")] = [
+        Reply(json_body={"stat": "fail", "code": 99, "message": "Insufficient permissions"})
+    ]
+    client, sleeps = make_client(flickr)
+    with pytest.raises(FlickrFailed, match="code 99"):
+        client.photo_comments("100")
+    assert len(flickr.requests) == 1 and sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (FlickrTransient("HTTP 503"), "error"),
+        (UndecodableImage("does not decode"), "error"),
+        (FlickrFailed("code 99"), "failed"),
+        (FlickrGone("code 1"), "gone"),
+        (FlickrPrivate("code 2"), "private"),
+    ],
+)
+def test_classify_maps_errors_to_item_statuses(error: Exception, status: str) -> None:
+    def fetch(item_id: str) -> None:
+        raise error
+
+    assert classify(fetch, "1") == (status, None, str(error))
+    assert classify(lambda item_id: {"x": 1}, "1") == ("ok", {"x": 1}, "")
 
 
 def test_unknown_bad_key_reply_for_one_item_is_fatal(flickr: FakeFlickr) -> None:

@@ -110,6 +110,32 @@ def test_graph_leaves_out_edges_of_unreadable_images() -> None:
     assert stats.user_image_edges == 1 and stats.dropped_image_unreadable == 1
 
 
+def test_graph_refuses_to_be_built_without_an_edge() -> None:
+    users = pl.DataFrame({"user_id": ["u0", "u1"]})
+    edges = pl.DataFrame(
+        {"user_id": ["u0", "u1"], "image_id": ["i9", "i9"], "emotion": ["awe"] * 2}
+    )
+    comments = edges.select("user_id", "image_id").with_columns(
+        pl.Series("has_comment", [True, False]), vectors(2, 4, 0)
+    )
+    arguments = {
+        "users": users,
+        "user_context": users.with_columns(vectors(2, 3, 0)),
+        "image_embeddings": pl.DataFrame({"image_id": ["i0"]}).with_columns(vectors(1, 5, 0)),
+        "contacts": pl.DataFrame(schema={"user_id": pl.String, "contact_id": pl.String}),
+    }
+    with pytest.raises(ValueError, match="the images of all 2 clean edges are unreadable"):
+        build_hetero_graph(**arguments, edges=edges, comment_embeddings=comments)
+    with pytest.raises(ValueError, match="no clean user-image edge"):
+        build_hetero_graph(**arguments, edges=edges.head(0), comment_embeddings=comments.head(0))
+
+
+@pytest.mark.parametrize("labels", [[0, 1], [0, 0, 1, 1], [0, 1, 2, 0, 1, 2]])
+def test_too_few_edges_to_split_is_a_clear_error(labels: list[int]) -> None:
+    with pytest.raises(ValueError, match=r"too few labelled edges to split 80:10:10: .* empty"):
+        fold_splits(np.array(labels), 3, base_seed=0)
+
+
 def model_for(data, **settings) -> HMGEmo:
     torch.manual_seed(0)
     return HMGEmo(ModelConfig(**settings), InputDims.of(data)).eval()

@@ -7,7 +7,6 @@ that the assets run them on the raw tables, store the results and report the acc
 from __future__ import annotations
 
 import polars as pl
-import pytest
 from dagster import AssetSelection, ExecuteInProcessResult
 
 from .helpers import TinyDataset, view
@@ -110,9 +109,9 @@ def test_multi_label_policy_is_configurable(tiny: TinyDataset) -> None:
     assert 9 not in source_rows(tiny.table("labels.clean_labels"))
 
 
-@pytest.mark.parametrize("labels", [["awe", "awe"], ["unknown", "unknown"]])
-def test_two_classes_check_fails_on_a_single_class(tiny: TinyDataset, labels: list[str]) -> None:
-    tiny.write_views([view(f"u{k + 1}", "i1", label) for k, label in enumerate(labels)])
+def test_two_classes_check_fails_on_a_single_class(tiny: TinyDataset) -> None:
+    # (no class at all, e.g. only `unknown` labels, stops clean_labels: test_hardening.py)
+    tiny.write_views([view(f"u{k + 1}", "i1", "awe") for k in range(2)])
     result = tiny.materialize(
         AssetSelection.assets("clean_labels").upstream(), raise_on_error=False
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from hmg_pipeline.core.schema import (
@@ -170,7 +173,7 @@ def test_missing_required_column_names_file_and_columns(tmp_path: Path, suffix: 
         (
             "views.csv",
             'user_id,image_id,emotion,comment_text\nu1,i1,awe,fine\nu2,i1,awe,"never closes\n',
-            r"malformed CSV near line 3 \(data row 2\).*unclosed quote",
+            r"malformed CSV at data row 2 \(line 3\).*unclosed quote",
         ),
         (
             "contacts.csv",
@@ -185,7 +188,7 @@ def test_missing_required_column_names_file_and_columns(tmp_path: Path, suffix: 
         (
             "groups.csv",
             b"group_id,name,description\ng1,ok,fine\ng2,caf\xe9,latin-1\n",
-            r"line 3 \(data row 2\) is not valid UTF-8",
+            r"data row 2 \(line 3\), column 'name' is not valid UTF-8",
         ),
         ("group_members.csv", "", r"empty file, expected a header row"),
         ("images.parquet", b"PAR1 not really parquet", r"not a readable Parquet file"),
@@ -208,17 +211,175 @@ def test_unreadable_file_names_file_and_row(
     assert re.search(fragment, message), message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: schema._check_csv_structure reports reader.line_num - 1 as the data row, which "
-    "counts physical lines: after a quoted field with a newline, the row named is one too high",
-)
 def test_row_named_in_an_error_counts_records_not_lines(tmp_path: Path) -> None:
-    (tmp_path / "contacts.csv").write_text(
-        'user_id,contact_id\nu1,"u\n2"\nu3,u4,extra\n', encoding="utf-8"
-    )
-    with pytest.raises(ContractError, match="data row 2 has 3 fields"):
+    path = tmp_path / "contacts.csv"
+    path.write_text('user_id,contact_id\nu1,"u\n2"\nu3,u4,extra\n', encoding="utf-8")
+    with pytest.raises(ContractError) as error:
         read_raw_table(tmp_path, CONTACTS)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert "data row 2 has 3 fields" in message and "line 4" in message
+    # The row named is the source_row the same row gets once it is fixed.
+    path.write_text('user_id,contact_id\nu1,"u\n2"\nu3,u4\n', encoding="utf-8")
+    assert read_raw_table(tmp_path, CONTACTS).filter(pl.col("user_id") == "u3")[
+        SOURCE_ROW
+    ].to_list() == [2]
+
+
+def test_csv_field_longer_than_the_csv_module_limit_is_read_intact(tmp_path: Path) -> None:
+    limit_before = csv.field_size_limit()
+    text = "x" * 200_000 + ', "quoted"\nline'
+    path = tmp_path / "views.csv"
+    path.write_text(
+        csv_text(
+            ("user_id", "image_id", "emotion", "comment_text"),
+            [("u1", "i1", "awe", text), ("u2", "i1", "fear", "short")],
+        ),
+        encoding="utf-8",
+    )
+    frame = read_raw_table(tmp_path, VIEWS)
+    assert frame["comment_text"].to_list() == [text, "short"]
+    assert frame[SOURCE_ROW].to_list() == [1, 2]
+    assert csv.field_size_limit() == limit_before  # no process-wide change left behind
+
+
+def write_names(path: Path, names: list[str]) -> None:
+    """A one-row table with these column names; Parquet through pyarrow, which keeps repeats."""
+    values = [f"v{k}" for k in range(len(names))]
+    if path.suffix == ".parquet":
+        pq.write_table(pa.table([pa.array([v]) for v in values], names=names), path)
+    else:
+        encoding = "utf-8-sig" if path.stem.endswith("bom") else "utf-8"
+        path.with_name("images.csv").write_text(csv_text(tuple(names), [tuple(values)]), encoding)
+
+
+@pytest.mark.parametrize("file", ["images.csv", "images_bom.csv", "images.parquet"])
+@pytest.mark.parametrize(
+    "clash", ["image_id", "Image_ID", " image_id "], ids=["exact", "case", "spaces"]
+)
+def test_duplicate_column_names_are_refused(tmp_path: Path, file: str, clash: str) -> None:
+    write_names(tmp_path / file, ["image_id", "url", clash])
+    path = tmp_path / ("images.parquet" if file.endswith(".parquet") else "images.csv")
+    with pytest.raises(ContractError) as error:
+        read_raw_table(tmp_path, IMAGES)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert "duplicate column names" in message
+    assert "'image_id' (column 1)" in message and f"{clash!r} (column 3)" in message
+    assert "'url'" not in message
+
+
+@pytest.mark.parametrize("file", ["images.csv", "images_bom.csv", "images.parquet"])
+def test_column_names_are_trimmed_to_meet_the_contract(tmp_path: Path, file: str) -> None:
+    write_names(tmp_path / file, [" image_id", "url ", "\textra\t"])
+    notes: list[str] = []
+    frame = read_raw_table(tmp_path, IMAGES, notes=notes)
+    assert frame.select(SOURCE_ROW, "image_id", "url").rows() == [(1, "v0", "v1")]
+    [note] = notes
+    assert "' image_id' -> 'image_id'" in note and "'url ' -> 'url'" in note
+
+
+def test_empty_column_names_may_repeat(tmp_path: Path) -> None:
+    """Spreadsheets leave unnamed columns (trailing commas); they name no contract column."""
+    (tmp_path / "images.csv").write_text("image_id,,\ni1,,\ni2,x,y\n", encoding="utf-8")
+    assert read_raw_table(tmp_path, IMAGES)["image_id"].to_list() == ["i1", "i2"]
+
+
+@pytest.mark.parametrize(
+    "later_row",
+    ["u105,u106", 'u105,"quoted"'],
+    ids=["runs-to-end-of-file", "stopped-by-a-later-quote"],
+)
+def test_unclosed_quote_is_named_at_the_row_where_it_starts(tmp_path: Path, later_row: str) -> None:
+    rows = [f"u{k},u{k + 1}" for k in range(1, 111)]
+    rows[99] = 'u100,"never closes'
+    rows[104] = later_row
+    path = tmp_path / "contacts.csv"
+    path.write_text("user_id,contact_id\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(ContractError) as error:
+        read_raw_table(tmp_path, CONTACTS)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert "data row 100 (line 101)" in message
+    assert "unclosed quote" in message
+    assert not re.search(r"data row (?!100\b)\d+|line (?!101\b)\d+", message), message
+
+
+def test_blank_lines_are_rows_in_errors_as_in_source_row(tmp_path: Path) -> None:
+    """polars skips blank lines before the header but reads each one after it as a row of
+    nulls; the row an error names must be the source_row that row gets once fixed."""
+    path = tmp_path / "contacts.csv"
+    body = 'u1,"multi\nline"\n\nu2,u3\n\n\n'
+    path.write_text("\n\nuser_id,contact_id\n" + body + "u4,u5,extra\n", encoding="utf-8")
+    with pytest.raises(ContractError) as error:
+        read_raw_table(tmp_path, CONTACTS)
+    assert "data row 6 has 3 fields" in str(error.value)
+    assert "line 10" in str(error.value)
+    path.write_text("\n\nuser_id,contact_id\n" + body + "u4,u5\n", encoding="utf-8")
+    frame = read_raw_table(tmp_path, CONTACTS)
+    assert frame.rows() == [
+        (1, "u1", "multi\nline"),
+        (2, None, None),
+        (3, "u2", "u3"),
+        (4, None, None),
+        (5, None, None),
+        (6, "u4", "u5"),
+    ]
+
+
+def write_float_ids(path: Path, image_ids: list[float | None], dtype: pa.DataType) -> None:
+    """An images table whose ids are floats, as pandas writes an int column holding a NaN."""
+    columns = {
+        "image_id": pa.array(image_ids, dtype),
+        "owner_id": pa.array(["u1"] * len(image_ids)),
+        "url": pa.array([1.5] * len(image_ids), pa.float64()),
+    }
+    pq.write_table(pa.table(columns), path)
+
+
+def test_integral_float_ids_become_integer_strings_with_a_note(tmp_path: Path) -> None:
+    path = tmp_path / "images.parquet"
+    write_float_ids(path, [5_000_000_000.0, float("nan"), None, 2.0**53, -3.0], pa.float64())
+    notes: list[str] = []
+    frame = read_raw_table(tmp_path, IMAGES, notes=notes)
+    assert frame["image_id"].to_list() == ["5000000000", None, None, "9007199254740992", "-3"]
+    assert frame["url"].to_list() == ["1.5"] * 5  # not an id: kept as written
+    [note] = notes
+    assert str(path) in note and "'image_id'" in note and "Float64" in note
+    assert "3 value(s)" in note and "2 NaN/null" in note and "'5000000000'" in note
+    assert "strings or int64" in note
+    assert read_raw_table(tmp_path, IMAGES)["image_id"].to_list()[0] == "5000000000"
+
+
+@pytest.mark.parametrize(
+    ("ids", "dtype", "fragment"),
+    [
+        ([1.0, 1.5], pa.float64(), r"data row 2, column 'image_id': id 1\.5 .*fractional"),
+        ([2.0**53 + 2, 1.0], pa.float64(), r"data row 1, column 'image_id': .*beyond 2\*\*53"),
+        ([1.0, None, -(2.0**60)], pa.float64(), r"data row 3, column 'image_id'.*2\*\*53"),
+        ([1.0, 2.0**24 + 2], pa.float32(), r"data row 2, column 'image_id'.*2\*\*24"),
+        ([float("inf")], pa.float64(), r"data row 1, column 'image_id': id inf"),
+    ],
+    ids=["fractional", "above-2**53", "below-minus-2**53", "float32-above-2**24", "infinite"],
+)
+def test_float_ids_that_are_not_exact_integers_are_refused(
+    tmp_path: Path, ids: list[float | None], dtype: pa.DataType, fragment: str
+) -> None:
+    path = tmp_path / "images.parquet"
+    write_float_ids(path, ids, dtype)
+    with pytest.raises(ContractError) as error:
+        read_raw_table(tmp_path, IMAGES)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert re.search(fragment, message), message
+    assert "write ids as strings or int64" in message
+
+
+def test_a_file_read_as_written_adds_no_note(tmp_path: Path) -> None:
+    write_csv(tmp_path)
+    notes: list[str] = ["kept"]
+    read_raw_table(tmp_path, VIEWS, notes=notes)
+    assert notes == ["kept"]
 
 
 def test_csv_and_parquet_both_present_is_an_error(tmp_path: Path) -> None:

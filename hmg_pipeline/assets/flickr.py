@@ -4,6 +4,11 @@ weekly re-check of dead content (schedule) and the refresh of what depends on it
 Without `FLICKR_API_KEY` each asset is a clean no-op: it says so in the log and metadata,
 marks nothing gone and returns what earlier keyed runs stored (possibly nothing).
 
+Items in `error` (an outage, timeouts, 5xx that outlasted the client's retries) are retried by
+every later run, with a backoff across runs (`core.flickr_store`); a run that leaves items in
+`error` says so with a warning and `items_in_error` / `next_retry_at` metadata. `gone`,
+`private` and `failed` items are only re-checked on request (`recheck`, the weekly schedule).
+
 Why a sensor rather than declarative automation: the downstream assets (labels, the embeddings
 and the model) are expensive, so they should re-run only when a Flickr asset reports that items
 actually changed (`changed_items` > 0 in its materialisation metadata), not on every Flickr
@@ -35,24 +40,36 @@ from pydantic import Field
 
 from hmg_pipeline.core import refetch
 from hmg_pipeline.core.flickr import FlickrClient
-from hmg_pipeline.core.flickr_store import FlickrStore
+from hmg_pipeline.core.flickr_store import RECHECK_STATUSES, RETRY_MAX_WAIT, FlickrStore
 from hmg_pipeline.core.progress import Progress
 from hmg_pipeline.metadata import counts_table
-from hmg_pipeline.resources import FlickrResource, PipelinePaths, flickr_recheck_cron
+from hmg_pipeline.resources import (
+    FlickrResource,
+    PipelinePaths,
+    env_setting,
+    flickr_recheck_cron,
+)
 from hmg_pipeline.storage import DUCKDB_TAGS, table_metadata
 
 GROUP = "flickr"
 FLICKR_ASSETS = ("flickr_comments", "flickr_images", "flickr_groups")
 Runner = Callable[[FlickrClient, FlickrStore, Sequence[str], Progress], refetch.FetchSummary]
+# A run without a partition key cannot execute partitioned assets, so the downstream refresh
+# leaves them (and what reads them) out; the `paper_experiments` job or a backfill runs them.
+PARTITIONED_DOWNSTREAM = ("experiment_results",)
 
 
 class FlickrFetchConfig(Config):
     recheck: bool = Field(
         default=False,
-        description="also re-check items whose status is error, gone or private",
+        description="also re-check items whose status is "
+        + ", ".join(RECHECK_STATUSES)
+        + " (error items are retried by every run anyway, with a backoff)",
     )
     recheck_after_days: float = Field(
-        default=30.0, description="re-check only items last checked longer ago than this"
+        default=30.0,
+        description="re-check only items last checked longer ago than this (0: all of them, "
+        "error items without waiting for their backoff)",
     )
 
 
@@ -105,11 +122,30 @@ def run_refetch(
                 }
             )
         results = store.results(kind, ids)
+        errors = store.errors(kind, ids)
+    metadata.update(error_metadata(context, kind, errors, keyed=settings is not None))
     statuses = dict(results.group_by("status").len().sort("status").iter_rows())
     metadata["dagster/row_count"] = results.height
     metadata["status_counts"] = MetadataValue.md(counts_table(statuses, "status"))
     metadata.setdefault("changed_items", 0)
     return results, metadata
+
+
+def error_metadata(
+    context: AssetExecutionContext, kind: str, errors: pl.DataFrame, keyed: bool
+) -> dict:
+    """`items_in_error` and `next_retry_at` (earliest); a warning when any item is in error."""
+    if errors.height == 0:
+        return {"items_in_error": 0, "next_retry_at": MetadataValue.null()}
+    next_retry = errors["next_retry_at"].min()
+    when = f"{next_retry:%Y-%m-%d %H:%M:%S} UTC"
+    who = "the first run" if keyed else "the first run with an API key"
+    context.log.warning(
+        f"flickr {kind}: {errors.height} item(s) in error (transient failures such as an outage, "
+        f"timeouts or HTTP 5xx); retried automatically by {who} at or after {when}, each "
+        f"further failure waiting longer, up to {RETRY_MAX_WAIT.total_seconds() / 3600:g} h"
+    )
+    return {"items_in_error": errors.height, "next_retry_at": when}
 
 
 @asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS)
@@ -121,7 +157,7 @@ def flickr_comments(
     valid_views: pl.DataFrame,
 ) -> pl.DataFrame:
     """Texts of comments that the views name by id only, listed once per photo and matched by
-    comment id: status ok, gone, private, comment_missing or error, with attempts."""
+    comment id: status ok, comment_missing, gone, private, failed or error, with attempts."""
     wanted = refetch.wanted_comments(valid_views)
     comment_ids = [c for ids in wanted.values() for c in ids]
 
@@ -147,8 +183,8 @@ def flickr_images(
     paths: PipelinePaths,
     valid_images: pl.DataFrame,
 ) -> pl.DataFrame:
-    """For each image without a local file: alive (ok) or gone/private/error, the URL of its
-    medium rendition and, if `download_images`, the verified downloaded file."""
+    """For each image without a local file: alive (ok) or gone/private/failed/error, the URL of
+    its medium rendition and, if `download_images`, the verified downloaded file."""
     download_dir = paths.images_dir if config.download_images else None
 
     def runner(client, store, due, progress):
@@ -185,13 +221,17 @@ def flickr_groups(
 flickr_recheck_job = define_asset_job(
     "flickr_recheck",
     selection=AssetSelection.assets(*FLICKR_ASSETS),
-    description="Re-check Flickr items whose status is error, gone or private.",
+    description="Re-check Flickr items whose status is " + ", ".join(RECHECK_STATUSES) + ".",
 )
 
 flickr_downstream_job = define_asset_job(
     "flickr_downstream_refresh",
-    selection=AssetSelection.assets("clean_labels", "label_drops").downstream(),
-    description="Re-materialise everything that uses Flickr results, after they changed.",
+    selection=AssetSelection.assets("clean_labels", "label_drops").downstream()
+    - AssetSelection.assets(*PARTITIONED_DOWNSTREAM).downstream(),
+    description="Re-materialise everything that uses Flickr results, after they changed. "
+    "Partitioned experiment_results and paper_tables are left out (a sensor run carries no "
+    "partition key); they show as stale in the UI and are refreshed by the paper_experiments "
+    "job or a backfill.",
 )
 
 
@@ -204,10 +244,12 @@ def recheck_run_config(days: float) -> dict:
     job=flickr_recheck_job,
     cron_schedule=flickr_recheck_cron(),
     default_status=DefaultScheduleStatus.STOPPED,
-    description="Weekly: re-check Flickr items that were error, gone or private "
-    "(HMG_FLICKR_RECHECK_DAYS, default 30 days since the last check).",
+    description="Weekly (HMG_FLICKR_RECHECK_CRON): re-check Flickr items that are failed, gone "
+    "or private, last checked longer ago than HMG_FLICKR_RECHECK_DAYS (default 30); items in "
+    "error are retried by every run anyway.",
 )
 def refresh_dead_flickr_content(context: ScheduleEvaluationContext) -> RunRequest:
+    env_setting("HMG_FLICKR_RECHECK_CRON")  # a bad cron fails the tick with the setting's error
     days = FlickrResource.from_env().recheck_after_days
     stamp = context.scheduled_execution_time.isoformat() if context.scheduled_execution_time else ""
     return RunRequest(run_key=f"flickr-recheck-{stamp}", run_config=recheck_run_config(days))

@@ -10,6 +10,7 @@ from dagster import (
     AssetExecutionContext,
     AssetOut,
     Config,
+    Failure,
     MetadataValue,
     Output,
     asset,
@@ -117,7 +118,31 @@ def clean_labels(
         f"{accounting.raw} raw views -> {accounting.clean} clean, "
         f"{accounting.quarantined} quarantined, dropped {accounting.dropped}"
     )
-    selected = context.selected_output_names
+    yield from check_results(context, accounting, clean, valid_images)
+    if "label_drops" in context.selected_output_names:
+        yield Output(
+            drops,
+            output_name="label_drops",
+            metadata={
+                "dagster/row_count": drops.height,
+                **{f"dropped_{rule}": n for rule, n in accounting.dropped.items()},
+            },
+        )
+    if "clean_labels" in context.selected_output_names:
+        reason = cleaning.no_edges_reason(accounting)
+        if reason:  # stop the main path here rather than train on an empty table
+            raise Failure(f"clean_labels: {reason}", metadata=accounting_metadata(accounting))
+        metadata = {**label_metadata(clean, config), **accounting_metadata(accounting)}
+        yield Output(clean, output_name="clean_labels", metadata=metadata)
+
+
+def check_results(
+    context: AssetExecutionContext,
+    accounting: cleaning.ViewAccounting,
+    clean: pl.DataFrame,
+    valid_images: pl.DataFrame,
+):
+    """The selected checks of `clean_labels` (the accounting must close even when unchecked)."""
     checks = context.selected_asset_check_keys
     if ACCOUNTING_CHECK.key in checks:
         yield AssetCheckResult(
@@ -138,18 +163,6 @@ def clean_labels(
             asset_key="clean_labels",
             passed=orphans.height == 0,
             metadata={"edges_unknown_image": orphans.height},
-        )
-    if "clean_labels" in selected:
-        metadata = {**label_metadata(clean, config), **accounting_metadata(accounting)}
-        yield Output(clean, output_name="clean_labels", metadata=metadata)
-    if "label_drops" in selected:
-        yield Output(
-            drops,
-            output_name="label_drops",
-            metadata={
-                "dagster/row_count": drops.height,
-                **{f"dropped_{rule}": n for rule, n in accounting.dropped.items()},
-            },
         )
 
 

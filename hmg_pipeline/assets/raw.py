@@ -24,7 +24,10 @@ QUARANTINE_COLUMNS = {
 
 
 def raw_table_asset(name: str, spec: schema.TableSpec, description: str) -> AssetsDefinition:
-    """An asset that reads one raw table by the contract: every column as text + source_row."""
+    """An asset that reads one raw table by the contract: every column as text + source_row.
+
+    What the reader converted on the user's behalf (its notes) is logged as a warning and kept
+    in the output metadata under ``notes``."""
 
     @asset(
         name=name,
@@ -34,12 +37,16 @@ def raw_table_asset(name: str, spec: schema.TableSpec, description: str) -> Asse
         description=description,
     )
     def read_table(context: AssetExecutionContext, paths: PipelinePaths) -> pl.DataFrame:
-        frame = schema.read_raw_table(paths.raw_path, spec)
+        notes: list[str] = []
+        frame = schema.read_raw_table(paths.raw_path, spec, notes=notes)
         source = schema.find_table_file(paths.raw_path, spec)
+        for note in notes:
+            context.log.warning(note)
         context.add_output_metadata(
             {
                 "dagster/row_count": frame.height,
                 "source_file": source.name if source else "absent (optional)",
+                "notes": MetadataValue.json(notes),
             }
         )
         return frame

@@ -15,9 +15,12 @@ quarantine or drops, and the caller can verify it with :func:`view_accounting`.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +61,7 @@ DROP_SCHEMA: dict[str, pl.DataType] = {
 }
 DROP_RULES: tuple[str, ...] = ("image_gone", "unknown", "multi_label", "duplicate")
 NUMERIC_VIEW_COLUMNS: tuple[str, ...] = ("valence", "arousal", "dominance")
+NAME_MAX_BYTES = 255  # one path component, on Linux and macOS file systems
 _UNIX_SECONDS = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
 
@@ -78,7 +82,10 @@ def parse_timestamp(value: str) -> datetime:
     """Parse ISO-8601 or Unix seconds into a naive UTC datetime; ValueError if neither."""
     text = value.strip()
     if _UNIX_SECONDS.match(text):
-        return datetime.fromtimestamp(float(text), tz=UTC).replace(tzinfo=None)
+        try:
+            return datetime.fromtimestamp(float(text), tz=UTC).replace(tzinfo=None)
+        except (OverflowError, OSError) as error:  # beyond the platform's time_t
+            raise ValueError(f"Unix seconds {text!r} out of range ({error})") from None
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(UTC).replace(tzinfo=None)
@@ -104,17 +111,58 @@ def emotion_tokens(value: str) -> list[str]:
 
 
 def image_file_problem(raw_dir: Path, file: str) -> str | None:
-    """Say why an image's ``file`` is unusable, or None when it is a file inside ``raw_dir``."""
-    relative = Path(file.strip())
-    if relative.is_absolute() or file.strip().startswith(("/", "\\")):
+    """Say why an image's ``file`` is unusable, or None when it is a regular file inside
+    ``raw_dir``. Never raises: every bad path becomes a reason (loop, too long, NUL, ...)."""
+    text = file.strip()
+    if "\x00" in text:
+        return f"file path {file!r} contains a NUL byte"
+    relative = Path(text)
+    if relative.is_absolute() or text.startswith(("/", "\\")):
         return f"file path {file!r} is absolute; it must be relative to the raw directory"
+    too_long = [part for part in relative.parts if len(os.fsencode(part)) > NAME_MAX_BYTES]
+    if too_long:
+        return (
+            f"file path {file!r} has a name of {len(os.fsencode(too_long[0]))} bytes "
+            f"(the file system allows {NAME_MAX_BYTES})"
+        )
     root = raw_dir.resolve()
-    resolved = (root / relative).resolve()
-    if not resolved.is_relative_to(root):
-        return f"file path {file!r} escapes the raw directory"
-    if not resolved.is_file():
+    try:
+        resolved = (root / relative).resolve()
+        if not resolved.is_relative_to(root):
+            return f"file path {file!r} escapes the raw directory"
+        mode = resolved.stat().st_mode
+    except RuntimeError:  # Python < 3.13 reports a symlink loop in resolve() this way
+        return f"file path {file!r} is a symlink loop"
+    except FileNotFoundError:
         return f"file {file!r} does not exist in the raw directory"
+    except OSError as error:
+        return f"file path {file!r} cannot be opened: {_os_reason(error)}"
+    if stat.S_ISDIR(mode):
+        return f"file path {file!r} is a directory, not an image file"
+    if not stat.S_ISREG(mode):
+        return f"file path {file!r} is not a regular file ({_file_kind(mode)})"
     return None
+
+
+def _os_reason(error: OSError) -> str:
+    """A short reason for an OS error on a path, without repeating the path."""
+    if error.errno == errno.ELOOP:
+        return "symlink loop"
+    if error.errno == errno.ENAMETOOLONG:
+        return "name too long for the file system"
+    return error.strerror or type(error).__name__
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def required_problem(row: dict[str, str | None], spec: TableSpec) -> Problem | None:
@@ -465,6 +513,20 @@ class ViewAccounting:
     def closes(self) -> bool:
         total = self.clean + self.quarantined + sum(self.dropped.values())
         return total == self.raw and not self.unaccounted_rows and not self.double_counted_rows
+
+
+def no_edges_reason(accounting: ViewAccounting) -> str | None:
+    """Why no clean user-image edge is left, or None when there is one: with no edge there is
+    nothing to learn from, so the main path stops here with this message."""
+    if accounting.clean:
+        return None
+    if accounting.raw == 0:
+        return "the views table has no data rows (header only?): there is no edge to learn from"
+    dropped = {rule: count for rule, count in accounting.dropped.items() if count}
+    return (
+        f"none of the {accounting.raw} raw views is a clean edge: {accounting.quarantined} "
+        f"quarantined (see raw.quarantine), dropped {dropped or 0} (see labels.label_drops)"
+    )
 
 
 def view_accounting(

@@ -88,9 +88,43 @@ def decode_image(data: bytes) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return image.convert("RGB")
+            return to_rgb(image)
+    except ImageDecodeError:
+        raise
     except Exception as error:  # PIL raises many types for bad files
         raise ImageDecodeError(f"cannot decode image: {type(error).__name__}: {error}") from None
+
+
+# Part of every image encoder's cache identity: bump it when decoding changes the pixels an
+# encoder sees (v2: 16-bit grey is scaled, not clipped), so stale cached vectors are not reused.
+DECODER_VERSION = "decode-v2"
+# Single-channel modes wider than 8 bits: PIL's convert("RGB") clips them at 255 instead of
+# scaling, which turns a 16-bit PNG almost white.
+_WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB, with 16-bit grey scaled (x 255/65535) and float grey in [0, 1] scaled
+    (x 255); other bit depths are reported as unsupported rather than clipped."""
+    if image.mode not in (*_WIDE_INTEGER_MODES, "F"):
+        return image.convert("RGB")
+    pixels = np.asarray(image, dtype=np.float64)
+    low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+    if image.mode == "F":
+        if not (np.isfinite(pixels).all() and low >= 0.0 and high <= 1.0):
+            raise ImageDecodeError(
+                f"float image with values in [{low:g}, {high:g}]: only [0, 1] is supported"
+            )
+        scale = 255.0
+    else:
+        if low < 0 or high > 65535:
+            raise ImageDecodeError(
+                f"{image.mode} image with values in [{low:g}, {high:g}]: only 16-bit "
+                "(0..65535) is supported"
+            )
+        scale = 255.0 / 65535.0
+    grey = np.rint(pixels * scale).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
 
 
 @dataclass
@@ -271,7 +305,7 @@ def paper_image_encoder(settings: EncoderSettings, device: Device) -> ImageEncod
     model.fc = nn.Identity()  # torchvision's forward already average-pools before fc
     return ImageEncoder(
         name="resnet50-imagenet1k_v2",
-        identity=f"resnet50/224/gap@{weights_identity(state_dict)}",
+        identity=f"resnet50/224/gap/{DECODER_VERSION}@{weights_identity(state_dict)}",
         dim=2048,
         model=model,
         preprocess=imagenet_preprocess(),
@@ -295,7 +329,7 @@ def bundled_image_encoder(settings: EncoderSettings, device: Device) -> ImageEnc
     network.load_state_dict(state_dict)
     return ImageEncoder(
         name="efficientnet-lite0",
-        identity=f"efficientnet-lite0/224/gap@{weights_identity(state_dict)}",
+        identity=f"efficientnet-lite0/224/gap/{DECODER_VERSION}@{weights_identity(state_dict)}",
         dim=1280,
         model=_EfficientNetTrunk(network),
         preprocess=tf_style_preprocess(),

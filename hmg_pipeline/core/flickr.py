@@ -5,13 +5,16 @@ passes one :class:`RateLimiter` shared by all threads, so the request rate never
 ``max_qps`` for the whole run. Transient failures (code 105, HTTP 429 honouring Retry-After,
 HTTP 5xx, timeouts, connection errors, a body that is not JSON) are retried by tenacity with
 exponential backoff and full jitter; permanent answers are not: code 1 -> :class:`FlickrGone`,
-code 2 -> :class:`FlickrPrivate`, code 100 -> :class:`FlickrBadKey` (the caller stops).
+code 2 -> :class:`FlickrPrivate`, code 100 -> :class:`FlickrBadKey` (the caller stops), any
+other code or HTTP 4xx -> :class:`FlickrFailed`. A transient failure that outlasts the retries
+is raised as :class:`FlickrTransient`; later runs retry the item (see ``flickr_store``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -89,7 +92,7 @@ class FlickrBadKey(FlickrError):
 
 
 class FlickrFailed(FlickrError):
-    """A permanent failure code this pipeline has no special meaning for."""
+    """A permanent failure code (or HTTP 4xx) this pipeline has no special meaning for."""
 
 
 class FlickrTransient(FlickrError):
@@ -125,8 +128,8 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if max_qps <= 0:
-            raise ValueError(f"max_qps must be positive, got {max_qps}")
+        if not (math.isfinite(max_qps) and max_qps > 0):  # nan would remove the ceiling
+            raise ValueError(f"max_qps must be a positive finite number, got {max_qps}")
         if not 0 <= headroom < 1:
             raise ValueError(f"headroom must be in [0, 1), got {headroom}")
         self.interval = 1.0 / (max_qps * (1.0 - headroom))
@@ -270,6 +273,7 @@ class FlickrClient:
             stop=stop_after_attempt(self.settings.max_attempts),
             wait=self._wait,
             retry=retry_if_exception_type(FlickrTransient),
+            before_sleep=self._count_retry,
             sleep=self._sleep,
             reraise=True,
         )
@@ -285,10 +289,13 @@ class FlickrClient:
                 return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wait(self, state: RetryCallState) -> float:
-        """Full-jitter exponential backoff, never shorter than the server's Retry-After."""
+    def _count_retry(self, state: RetryCallState) -> None:
+        # Counted here, not in _wait: tenacity computes a wait before the stop check too.
         with self._lock:
             self.stats.retries += 1
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Full-jitter exponential backoff, never shorter than the server's Retry-After."""
         ceiling = min(
             self.settings.backoff_max_s,
             self.settings.backoff_base_s * 2 ** (state.attempt_number - 1),

@@ -84,6 +84,13 @@ def build_hetero_graph(
     if labelled["vector"].null_count():
         raise ValueError("some clean edges have no comment embedding; re-materialise features")
     readable = labelled.filter(pl.col("image_id").is_in(image_ids))
+    if labelled.height and not readable.height:
+        raise ValueError(
+            f"no user-image edge is left: the images of all {labelled.height} clean edges are "
+            "unreadable (see features.unreadable_images for the reasons)"
+        )
+    if not labelled.height:
+        raise ValueError("no clean user-image edge: materialise clean_labels on data with views")
     unknown_users = readable.filter(~pl.col("user_id").is_in(user_ids))
     if unknown_users.height:
         raise ValueError(f"{unknown_users.height} edge(s) name a user that is not a node")

@@ -3,12 +3,15 @@
 Items are fetched by a thread pool that shares the client's single rate ceiling; results are
 saved one item at a time by the calling thread (see :class:`FlickrStore`), so an interrupted run
 keeps everything it fetched. A bad key stops the run after the requests in flight are saved.
+Statuses are those of :mod:`hmg_pipeline.core.flickr_store`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -58,9 +61,14 @@ def classify(fetch: Fetch, item_id: str) -> Outcome:
         return "gone", None, str(error)
     except FlickrPrivate as error:
         return "private", None, str(error)
-    except (FlickrTransient, FlickrFailed) as error:
+    except FlickrFailed as error:
+        # Flickr's answer is permanent, so retrying soon would repeat it: slow re-check only.
+        return "failed", None, str(error)
+    except FlickrTransient as error:
         return "error", None, str(error)
     except UndecodableImage as error:
+        # Like a body that is not JSON (transient in the client): usually a truncated transfer
+        # or an error page instead of the image, so retried automatically.
         return "error", None, str(error)
 
 
@@ -159,16 +167,35 @@ def refetch_images(
     return run_items(client, store, "image", list(image_ids), fetch, save, workers, progress)
 
 
+# Ids kept readable in file names: ASCII letters, digits, "_" and "-", dots only between them
+# (so never "." or ".."), starting with a letter or digit, at most 100 characters.
+_READABLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*")
+MAX_READABLE_ID = 100
+
+
+def image_file_name(image_id: str) -> str:
+    """``{image_id}.jpg`` for a plain id (Flickr's numeric ids); any other id gets a name from
+    its SHA-256, so no id can leave the directory, hide a NUL, or pass the name-length limit.
+    Hashed names start with "_", which readable ones never do, so the two cannot collide."""
+    if len(image_id) <= MAX_READABLE_ID and _READABLE_ID.fullmatch(image_id):
+        return f"{image_id}.jpg"
+    digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"_sha256-{digest}.jpg"
+
+
 def write_verified_image(directory: Path, image_id: str, data: bytes) -> Path:
-    """Write ``data`` as ``image_id.jpg`` only if it decodes as an image (atomic rename)."""
+    """Write ``data`` as :func:`image_file_name` in ``directory`` only if it decodes as an
+    image (atomic rename)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
     except Exception as error:
         raise UndecodableImage(f"downloaded file does not decode: {error}") from None
+    target = directory / image_file_name(image_id)
+    if target.parent != directory or target.resolve().parent != directory.resolve():
+        raise ValueError(f"image file name for id {image_id!r} leaves {directory}")
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{image_id}.jpg"
-    partial = target.with_suffix(".part")
+    partial = target.with_name(target.name + ".part")
     partial.write_bytes(data)
     os.replace(partial, target)
     return target

@@ -4,16 +4,23 @@ Every raw table is ``NAME.csv`` or ``NAME.parquet`` (UTF-8) in the raw directory
 read with every column as a string (ids are strings; times and numbers are parsed later by the
 cleaning rules so that a bad value becomes a quarantine row, not a crash). Each frame gets a
 ``source_row`` column: the 1-based data row number in its file (the header is not counted).
+In a CSV file a blank line after the header is a data row (polars reads it as all nulls), so
+error messages count rows the same way and name the row that ``source_row`` would.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 SOURCE_ROW = "source_row"
 
@@ -82,24 +89,31 @@ def find_table_file(raw_dir: Path, spec: TableSpec) -> Path | None:
     )
 
 
-def read_raw_table(raw_dir: Path | str, spec: TableSpec) -> pl.DataFrame:
+def read_raw_table(
+    raw_dir: Path | str, spec: TableSpec, notes: list[str] | None = None
+) -> pl.DataFrame:
     """Read one raw table by the contract: all columns as strings plus ``source_row``.
 
     Optional columns absent from the file are added as nulls so that downstream code can rely
     on every contract column existing; columns outside the contract are not carried.
     A missing optional table yields an empty frame with the contract's columns.
+    What the reader changed on the user's behalf (trimmed column names, float ids written as
+    integers) is appended to ``notes``, one line each, so that the caller can report it.
     """
     raw_dir = Path(raw_dir)
+    notes = [] if notes is None else notes
     path = find_table_file(raw_dir, spec)
     if path is None:
         return empty_table(spec)
     frame = _read_csv(path) if path.suffix == ".csv" else _read_parquet(path)
+    frame = _trim_column_names(path, frame, notes)
     missing = [column for column in spec.required if column not in frame.columns]
     if missing:
         raise ContractError(
             f"{path}: required column(s) {', '.join(repr(c) for c in missing)} missing "
             f"(found: {', '.join(frame.columns) or 'no columns'})"
         )
+    frame = _float_ids_as_integers(path, frame, spec, notes)
     frame = frame.with_columns(
         [pl.lit(None, dtype=pl.String).alias(c) for c in spec.optional if c not in frame.columns]
     )
@@ -124,52 +138,237 @@ def empty_table(spec: TableSpec) -> pl.DataFrame:
     )
 
 
+def _check_unique_names(path: Path, names: list[str]) -> None:
+    """Refuse column names that clash ignoring case and surrounding spaces.
+
+    polars would rename a repeated name (CSV) or refuse the file (Parquet), and the values under
+    the second name would be lost. Empty names are not compared: they name no contract column
+    and spreadsheets often leave several (trailing commas).
+    """
+    positions: dict[str, list[int]] = {}
+    for position, name in enumerate(names, start=1):
+        key = name.strip().casefold()
+        if key:
+            positions.setdefault(key, []).append(position)
+    clashes = [
+        " and ".join(f"{names[p - 1]!r} (column {p})" for p in group)
+        for group in positions.values()
+        if len(group) > 1
+    ]
+    if clashes:
+        raise ContractError(
+            f"{path}: duplicate column names {'; '.join(clashes)}; column names must be unique, "
+            "ignoring case and surrounding spaces"
+        )
+
+
+def _trim_column_names(path: Path, frame: pl.DataFrame, notes: list[str]) -> pl.DataFrame:
+    """Strip surrounding spaces from column names, so that `` image_id`` meets the contract.
+
+    Safe because names were checked to be unique after trimming.
+    """
+    renames = {name: name.strip() for name in frame.columns if name.strip() not in ("", name)}
+    if renames:
+        notes.append(
+            f"{path}: surrounding spaces removed from column name(s) "
+            + ", ".join(f"{old!r} -> {new!r}" for old, new in renames.items())
+        )
+    return frame.rename(renames)
+
+
+def _float_ids_as_integers(
+    path: Path, frame: pl.DataFrame, spec: TableSpec, notes: list[str]
+) -> pl.DataFrame:
+    """Read float id columns as integer strings: ``5000000000.0`` becomes ``'5000000000'``.
+
+    pandas stores an integer column holding a NaN as float64, so such ids are common in
+    Parquet; read as text they would never match the same id elsewhere. Each converted column
+    adds a note.
+    """
+    for name in spec.columns:
+        if name.endswith("_id") and name in frame.columns and frame.schema[name].is_float():
+            column = frame[name]
+            ids = _integral_ids(path, column)
+            notes.append(_float_id_note(path, column, ids))
+            frame = frame.with_columns(ids)
+    return frame
+
+
+def _integral_ids(path: Path, column: pl.Series) -> pl.Series:
+    """The float ids of ``column`` as integer strings, NaN and null as null.
+
+    A fractional id, or one beyond the range where the float holds every integer exactly
+    (2**53 for float64, 2**24 for float32), is not a faithful id: ContractError.
+    """
+    values = column.fill_nan(None)
+    limit_bits = 24 if column.dtype == pl.Float32 else 53
+    too_large = (values.abs() > 2**limit_bits).fill_null(False)
+    fractional = (values != values.floor()).fill_null(False)
+    bad = too_large | fractional
+    if bad.any():
+        index = int(bad.arg_true()[0])
+        reason = (
+            f"beyond 2**{limit_bits}, where {column.dtype} no longer holds every integer exactly"
+            if too_large[index]
+            else "with a fractional part"
+        )
+        raise ContractError(
+            f"{path}: data row {index + 1}, column {column.name!r}: id {values[index]!r} is a "
+            f"float {reason}; write ids as strings or int64"
+        )
+    return values.cast(pl.Int64).cast(pl.String)
+
+
+def _float_id_note(path: Path, column: pl.Series, ids: pl.Series) -> str:
+    """One line saying that a float id column was read as integers, with an example."""
+    present = ids.is_not_null()
+    example = ""
+    if present.any():
+        index = int(present.arg_true()[0])
+        example = f" (e.g. {column[index]!r} -> {ids[index]!r})"
+    return (
+        f"{path}: id column {column.name!r} is stored as {column.dtype}; "
+        f"{int(present.sum())} value(s) read as integer strings{example}, "
+        f"{ids.null_count()} NaN/null read as null; write ids as strings or int64"
+    )
+
+
 def _read_parquet(path: Path) -> pl.DataFrame:
+    """The Parquet file with its stored types; names are checked first, with pyarrow, since
+    polars refuses a file with a repeated name without saying which columns clash."""
     try:
-        frame = pl.read_parquet(path)
+        names = pq.read_schema(path).names
+    except Exception as error:  # pyarrow raises several exception types for corrupt files
+        raise ContractError(f"{path}: not a readable Parquet file ({_one_line(error)})") from error
+    _check_unique_names(path, names)
+    try:
+        return pl.read_parquet(path)
     except Exception as error:  # polars raises several exception types for corrupt files
-        raise ContractError(f"{path}: not a readable Parquet file ({error})") from error
-    return frame.with_columns(pl.all().cast(pl.String))
+        raise ContractError(f"{path}: not a readable Parquet file ({_one_line(error)})") from error
 
 
 def _read_csv(path: Path) -> pl.DataFrame:
+    """The CSV file, every column as a string, after its structure was checked row by row."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise ContractError(
-            f"{path}: line {line} (data row {line - 1}) is not valid UTF-8 "
-            f"(byte offset {error.start}); the contract requires UTF-8"
-        ) from error
-    _check_csv_structure(path, text)
+        raise _not_utf8_error(path, data, error) from error
+    data_rows = _check_csv_structure(path, text)
     try:
-        return pl.read_csv(io.StringIO(text), infer_schema=False)
+        frame = pl.read_csv(io.StringIO(text), infer_schema=False)
     except Exception as error:
-        raise ContractError(f"{path}: could not be parsed as CSV ({error})") from error
+        raise ContractError(f"{path}: could not be parsed as CSV ({_one_line(error)})") from error
+    if frame.height != data_rows:
+        raise ContractError(
+            f"{path}: polars read {frame.height} data rows where the csv module counts "
+            f"{data_rows}, so row numbers would not match the file; use \\n or \\r\\n line endings"
+        )
+    return frame
 
 
-def _check_csv_structure(path: Path, text: str) -> None:
-    """Find broken quoting or a wrong field count and name the file and data row.
+def _check_csv_structure(path: Path, text: str) -> int:
+    """Find broken quoting, repeated column names or a wrong field count, naming the file and
+    data row; return the number of data rows.
 
     polars' own parse errors do not say which row is at fault, so the file is first walked with
     the standard ``csv`` module in strict mode.
     """
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader, None)
-        if header is None:
-            raise ContractError(f"{path}: empty file, expected a header row")
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(header):
+    header: list[str] | None = None
+    data_rows = 0
+    with _csv_field_limit(len(text)):
+        for data_row, line, fields in _csv_records(path, text):
+            if header is None:
+                header = fields
+                _check_unique_names(path, header)
+            elif fields and len(fields) != len(header):
                 raise ContractError(
-                    f"{path}: data row {reader.line_num - 1} has {len(row)} fields, "
-                    f"the header has {len(header)} ({', '.join(header)})"
+                    f"{path}: data row {data_row} has {len(fields)} fields, "
+                    f"the header has {len(header)} ({', '.join(header)}); "
+                    f"the row starts at line {line}"
                 )
+            data_rows = data_row
+    if header is None:
+        raise ContractError(f"{path}: empty file, expected a header row")
+    return data_rows
+
+
+def _csv_records(path: Path, text: str) -> Iterator[tuple[int, int, list[str]]]:
+    """Yield ``(data_row, line, fields)`` for each CSV record; data row 0 is the header and
+    ``line`` the physical line where the record starts.
+
+    Records are counted, not lines, so a quoted field spanning lines shifts no row number.
+    Blank lines before the header are skipped and blank lines after it are data rows, as polars
+    reads them (a row of nulls), so ``data_row`` is the ``source_row`` of the same row. Broken
+    quoting raises ContractError naming the record where it starts: the csv module notices it
+    only at a later quote or at the end of the file.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    data_row, line = -1, 1
+    try:
+        for fields in reader:
+            if fields or data_row >= 0:
+                data_row += 1
+                yield data_row, line, fields
+            line = reader.line_num + 1
     except csv.Error as error:
         raise ContractError(
-            f"{path}: malformed CSV near line {reader.line_num} "
-            f"(data row {max(reader.line_num - 1, 1)}): {error}; check for an unclosed quote"
+            f"{path}: malformed CSV at {_position(data_row + 1, line)}: {error}; "
+            "check that row for an unclosed quote"
         ) from error
+
+
+_CSV_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """Let the csv module read fields of up to ``limit`` characters, then restore its limit.
+
+    The limit is process-global (131,072 characters by default) while a valid CSV field may be
+    of any length. It is only ever raised, and only for the duration of one walk, so other code
+    never sees a lower one; the lock keeps concurrent walks from restoring it under each other.
+    """
+    with _CSV_LIMIT_LOCK:
+        previous = csv.field_size_limit()
+        csv.field_size_limit(max(previous, limit + 1))
+        try:
+            yield
+        finally:
+            csv.field_size_limit(previous)
+
+
+# How ``errors="surrogateescape"`` decodes a byte that is not UTF-8.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def _not_utf8_error(path: Path, data: bytes, error: UnicodeDecodeError) -> ContractError:
+    """The error for a file that is not UTF-8, naming the data row and column of the first bad
+    byte (rows counted in CSV records, as everywhere else)."""
+    text = data.decode("utf-8-sig", errors="surrogateescape")
+    header: list[str] = []
+    with _csv_field_limit(len(text)):
+        for data_row, line, fields in _csv_records(path, text):
+            header = header or fields
+            bad = [index for index, field in enumerate(fields) if _ESCAPED_BYTE.search(field)]
+            if bad:
+                column = ""
+                if data_row and bad[0] < len(header):
+                    column = f", column {header[bad[0]]!r}"
+                return ContractError(
+                    f"{path}: {_position(data_row, line)}{column} is not valid UTF-8 "
+                    f"(byte offset {error.start}); the contract requires UTF-8"
+                )
+    return ContractError(
+        f"{path}: byte offset {error.start} is not valid UTF-8; the contract requires UTF-8"
+    )
+
+
+def _position(data_row: int, line: int) -> str:
+    """Where a CSV record is, for messages: its data row (or the header) and first line."""
+    return f"the header (line {line})" if data_row == 0 else f"data row {data_row} (line {line})"
+
+
+def _one_line(error: Exception) -> str:
+    """A library's error message on one line, to quote inside ours."""
+    return " ".join(str(error).split())

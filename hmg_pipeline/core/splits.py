@@ -48,5 +48,16 @@ def stratified_split(
 
 
 def fold_splits(labels: np.ndarray, folds: int, base_seed: int) -> list[Split]:
-    """``folds`` independent stratified splits (seeds base_seed, base_seed + 1, ...)."""
-    return [stratified_split(labels, base_seed + fold, fold) for fold in range(folds)]
+    """``folds`` independent stratified splits (seeds base_seed, base_seed + 1, ...); a clear
+    error when there are too few labelled edges for a non-empty train, validation and test set."""
+    splits = [stratified_split(labels, base_seed + fold, fold) for fold in range(folds)]
+    for split in splits:
+        sizes = {"train": len(split.train), "validation": len(split.val), "test": len(split.test)}
+        empty = [name for name, size in sizes.items() if size == 0]
+        if empty:
+            raise ValueError(
+                f"too few labelled edges to split 80:10:10: {len(labels)} edge(s) in "
+                f"{len(np.unique(labels))} class(es) leave the {' and '.join(empty)} set(s) "
+                f"empty in fold {split.fold + 1} ({sizes}); a class needs at least 3 edges"
+            )
+    return splits

@@ -40,6 +40,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    drop: bool = False  # close the connection without answering (a connection error)
 
 
 TRANSIENT = Reply(json_body=body("service_unavailable"))
@@ -53,6 +54,26 @@ RANDOM_TRANSIENTS = (
     Reply(text='{"comments": {"photo_id": "1", "comm'),
 )
 BAD_KEY = Reply(json_body={"stat": "fail", "code": 100, "message": "Invalid API Key"})
+DROPPED = Reply(drop=True)
+UNAVAILABLE = Reply(status=503, text="Service Unavailable")
+
+
+@dataclass
+class Outage:
+    """Flickr down for a while, counted in requests so tests are deterministic: after ``after``
+    requests (API calls and downloads) the next ``length`` get ``replies`` in turn."""
+
+    after: int
+    length: int
+    replies: tuple[Reply, ...] = (DROPPED, UNAVAILABLE, TRANSIENT)
+    seen: int = 0
+
+    def next_reply(self) -> Reply | None:
+        """The failure for the current request, or None when Flickr is up for it."""
+        index, self.seen = self.seen - self.after, self.seen + 1
+        if 0 <= index < self.length:
+            return self.replies[index % len(self.replies)]
+        return None
 
 
 @dataclass
@@ -70,6 +91,7 @@ class FakeFlickr:
     jsonp: bool = False
     # share of API requests answered by a random transient failure (benchmarks)
     transient_rate: float = 0.0
+    outage: Outage | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     requests: list[tuple[str, str, float]] = field(default_factory=list)
     served_ok: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -81,6 +103,9 @@ class FakeFlickr:
         item = params.get("photo_id") or params.get("group_id") or params.get("user_id") or ""
         with self.lock:
             self.requests.append((method, item, time.monotonic()))
+            down = self.outage.next_reply() if self.outage else None
+            if down is not None:
+                return down
             queue = self.script.get((method, item))
             if queue:
                 return queue.pop(0)
@@ -141,6 +166,11 @@ def make_handler(state: FakeFlickr) -> type[BaseHTTPRequestHandler]:
                 image_id = url.path.rsplit("/", 1)[-1].removesuffix(".jpg")
                 with state.lock:
                     state.requests.append(("download", image_id, time.monotonic()))
+                    down = state.outage.next_reply() if state.outage else None
+                if down is not None:
+                    text = down.text if down.json_body is None else json.dumps(down.json_body)
+                    self._send(down, (text or "").encode())
+                    return
                 data = state.images.get(image_id)
                 self._send(Reply(text=None, status=200 if data else 404), data or b"")
                 return
@@ -158,6 +188,9 @@ def make_handler(state: FakeFlickr) -> type[BaseHTTPRequestHandler]:
             self._send(reply, payload)
 
         def _send(self, reply: Reply, payload: bytes) -> None:
+            if reply.drop:
+                self.close_connection = True
+                return
             try:
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
