@@ -9,9 +9,11 @@ that use the setting fail.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +181,10 @@ class PipelinePaths(ConfigurableResource):
     """The raw input directory (``HMG_RAW_DIR``) and the store (``HMG_STORE_DIR``), and the
     whole layout of the store: every file or directory the pipeline writes is named here.
 
-    Relative paths are resolved against the working directory of the Dagster process.
+    Relative paths are resolved against the working directory of the Dagster process. Nothing
+    is checked or created when the definitions load (the code location loads whatever the
+    settings say); a step that uses a directory checks it, and creates the store, then, and a
+    bad one fails that step with one line naming the setting (:class:`SettingError`).
     """
 
     raw_dir: str = Field(default=DEFAULT_RAW_DIR, description="directory of the raw tables")
@@ -191,12 +196,45 @@ class PipelinePaths(ConfigurableResource):
 
     @property
     def raw_path(self) -> Path:
-        return Path(self.raw_dir).resolve()
+        """The raw directory, which must exist; where the raw tables are read."""
+        path = Path(self.raw_dir).resolve()
+        if not path.is_dir():
+            state = "is not a directory" if path.exists() else "does not exist"
+            where = "" if str(path) == self.raw_dir else f" (resolved: {path})"
+            raise SettingError(f"HMG_RAW_DIR={self.raw_dir!r} {state}{where}")
+        return path
 
     @property
     def store_path(self) -> Path:
-        path = Path(self.store_dir).resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        """The store directory, created on first use."""
+        return self.create_store(self.store_dir)
+
+    @staticmethod
+    def create_store(store_dir: str) -> Path:
+        """Create the store directory ``store_dir`` if needed and check that it takes files;
+        SettingError naming HMG_STORE_DIR when it cannot (a file is in the way, a read-only or
+        virtual file system such as /proc, no permission)."""
+        path = Path(store_dir).resolve()
+        try:
+            if path.exists() and not path.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "a file, not a directory", str(path))
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            if error.filename:
+                reason += f": {error.filename}"
+            raise SettingError(
+                f"HMG_STORE_DIR={store_dir!r} is not a writable directory ({reason})"
+            ) from None
+        try:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as error:  # the probe's random name would only confuse
+            reason = error.strerror or type(error).__name__
+            raise SettingError(
+                f"HMG_STORE_DIR={store_dir!r} is not a writable directory "
+                f"(cannot create a file in {path}: {reason})"
+            ) from None
         return path
 
     @property

@@ -23,9 +23,10 @@ from dagster import (
     TableSchema,
     multiprocess_executor,
 )
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
+from pydantic import Field
 
 from hmg_pipeline.resources import PipelinePaths
 
@@ -136,7 +137,20 @@ class PolarsTableHandler(DuckDBPolarsTypeHandler):
 
 
 class HmgDuckDBIOManager(DuckDBIOManager):
-    """The DuckDB IO manager for every tabular asset (polars frames in, polars frames out)."""
+    """The DuckDB IO manager for every tabular asset (polars frames in, polars frames out).
+
+    The store directory is created when a step first uses the IO manager, not when the
+    definitions load, so a bad ``HMG_STORE_DIR`` fails the steps with one line and the code
+    location still loads."""
+
+    store_dir: str = Field(
+        default="", description="the store directory (HMG_STORE_DIR), created on first use"
+    )
+
+    def create_io_manager(self, context) -> DbIOManager:
+        if self.store_dir:
+            PipelinePaths.create_store(self.store_dir)
+        return super().create_io_manager(context)
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -148,9 +162,9 @@ class HmgDuckDBIOManager(DuckDBIOManager):
 
 
 def duckdb_io_manager(paths: PipelinePaths) -> HmgDuckDBIOManager:
-    """The IO manager for all tabular assets; the schema comes from each asset's metadata."""
-    paths.duckdb_file.parent.mkdir(parents=True, exist_ok=True)
-    return HmgDuckDBIOManager(database=str(paths.duckdb_file))
+    """The IO manager for all tabular assets; the schema comes from each asset's metadata.
+    Creates nothing: the store directory is made when a step first needs it."""
+    return HmgDuckDBIOManager(database=str(paths.duckdb_file), store_dir=paths.store_dir)
 
 
 def read_store_table(paths: PipelinePaths, schema: str, table: str) -> pl.DataFrame:
@@ -158,6 +172,7 @@ def read_store_table(paths: PipelinePaths, schema: str, table: str) -> pl.DataFr
     declares the table's asset in ``deps``); a :class:`MissingUpstream` when it is not there."""
     from hmg_pipeline.core.duckdb_files import connect_with_retry
 
+    PipelinePaths.create_store(paths.store_dir)  # a bad store: one line naming HMG_STORE_DIR
     if not paths.duckdb_file.is_file():
         raise missing_upstream(table, f"{paths.duckdb_file} does not exist")
     connection = connect_with_retry(paths.duckdb_file)
@@ -170,9 +185,13 @@ def read_store_table(paths: PipelinePaths, schema: str, table: str) -> pl.DataFr
 
 
 class TorchArtifactIOManager(ConfigurableIOManager):
-    """Stores an asset's value with ``torch.save`` at ``base_dir/<asset key>.pt`` (atomically)."""
+    """Stores an asset's value with ``torch.save`` at ``base_dir/<asset key>.pt`` (atomically).
+
+    ``store_dir``, when given, is checked (and created) first, so that a bad ``HMG_STORE_DIR``
+    fails with one line naming it rather than an OS error on the artifacts directory."""
 
     base_dir: str
+    store_dir: str = ""
 
     def _path(self, context: OutputContext | InputContext) -> Path:
         return Path(self.base_dir) / ("__".join(context.asset_key.path) + ".pt")
@@ -181,6 +200,8 @@ class TorchArtifactIOManager(ConfigurableIOManager):
         import torch  # imported here: every step process loads this module
 
         path = self._path(context)
+        if self.store_dir:
+            PipelinePaths.create_store(self.store_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".part")
         torch.save(obj, partial)
@@ -203,4 +224,4 @@ class TorchArtifactIOManager(ConfigurableIOManager):
 
 
 def artifact_io_manager(paths: PipelinePaths) -> TorchArtifactIOManager:
-    return TorchArtifactIOManager(base_dir=str(paths.artifacts_dir))
+    return TorchArtifactIOManager(base_dir=str(paths.artifacts_dir), store_dir=paths.store_dir)

@@ -852,10 +852,14 @@ def test_collect_users_flags_each_source(with_optional: bool) -> None:
     contacts = table(CONTACTS, [("u1", "u3"), ("u5", "u2"), (None, "u6")])
     members = table(GROUP_MEMBERS, [("g1", "u4"), ("g2", "u1"), ("g2", None)])
     users = table(USERS, [("u7",), ("u1",)])
+    images = table(IMAGES, [("i1", "u8", None, None, None), ("i2", "u1", None, None, None)])
     if not with_optional:
         members, users = empty_table(GROUP_MEMBERS), empty_table(USERS)
+        images = empty_table(IMAGES)
 
-    found = collect_users(views=raw_views, contacts=contacts, group_members=members, users=users)
+    found = collect_users(
+        views=raw_views, contacts=contacts, group_members=members, users=users, images=images
+    )
 
     sources = {
         "in_views": set(raw_views["user_id"].drop_nulls()),
@@ -863,6 +867,7 @@ def test_collect_users_flags_each_source(with_optional: bool) -> None:
         | set(contacts["contact_id"].drop_nulls()),
         "in_groups": set(members["user_id"].drop_nulls()),
         "in_users_table": set(users["user_id"].drop_nulls()),
+        "in_images": set(images["owner_id"].drop_nulls()),
     }
     everyone = sorted(set().union(*sources.values()))
     assert found.columns == ["user_id", *sources]
@@ -872,3 +877,71 @@ def test_collect_users_flags_each_source(with_optional: bool) -> None:
             flag: row["user_id"] in ids for flag, ids in sources.items()
         }
     assert all(found.schema[flag] == pl.Boolean for flag in sources)
+
+
+# --- issue 11: adversarial inputs ----------------------------------------------------------------
+
+
+OUT_OF_UTC = ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "99999999999999"]
+
+
+@pytest.mark.parametrize("text", OUT_OF_UTC)
+def test_times_beyond_utc_are_quarantined_as_out_of_range(raw_dir: Path, text: str) -> None:
+    problem = view_problem(view_row(commented_at=text), {"i1"}, {})
+    assert problem is not None and problem.column == "commented_at"
+    assert problem.reason.startswith(f"unparseable time {text!r}: ")
+    assert "out of range" in problem.reason
+    image = image_problem({**IMAGE_ROW, "posted_at": text}, raw_dir, {})
+    assert image is not None and image.column == "posted_at"
+    assert "out of range" in image.reason
+
+
+def test_quarantine_of_out_of_range_times_keeps_every_other_row(raw_dir: Path) -> None:
+    images = table(IMAGES, [("i1", "u9", None, "img/a.jpg", OUT_OF_UTC[0]), {"image_id": "i2"}])
+    raw_views = views(view("u1", "i2", "awe", commented_at=OUT_OF_UTC[1]), view("u2", "i2", "fear"))
+    empty = {spec.name: empty_table(spec) for spec in (CONTACTS, GROUPS, GROUP_MEMBERS, USERS)}
+    quarantine = build_quarantine(images=images, views=raw_views, raw_dir=raw_dir, **empty)
+    assert {(t, r, c) for t, r, c in quarantine.select("table", SOURCE_ROW, "column").rows()} == {
+        ("images", 1, "posted_at"),
+        ("views", 1, "commented_at"),
+    }
+
+
+@pytest.mark.parametrize(
+    "text", ["1_000", "1__0", "0x10", "١٢", "1e", "e5", "1.2.3", "--1", "1e999", "Infinity"]
+)
+def test_parse_number_takes_only_plain_decimal_numbers(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_number(text)
+    problem = view_problem(view_row(valence=text), {"i1"}, {})
+    assert problem is not None and problem.reason == f"unparseable number {text!r}"
+
+
+@pytest.mark.parametrize(("text", "expected"), [("5.", 5.0), ("-1.5E-3", -0.0015), ("1e+2", 100.0)])
+def test_parse_number_takes_scientific_notation(text: str, expected: float) -> None:
+    assert parse_number(text) == expected
+
+
+def test_a_symlinked_folder_to_outside_names_the_symlink(raw_dir: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere" / "images"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "x.jpg").write_bytes(jpeg_bytes((1, 2, 3)))
+    (raw_dir / "images").symlink_to(elsewhere)
+    assert image_file_problem(raw_dir, "images/x.jpg") == (
+        "file path 'images/x.jpg' escapes the raw directory (it resolves outside it through "
+        f"symlink 'images' -> {str(elsewhere)!r})"
+    )
+    # A link to a file, deeper down, is named with its path inside the raw directory.
+    reason = image_file_problem(raw_dir, "img/link.jpg")
+    assert reason is not None and "through symlink 'img/link.jpg' -> " in reason
+    # No symlink on the way: '..' is what escapes.
+    assert image_file_problem(raw_dir, "img/../../outside.jpg") == (
+        "file path 'img/../../outside.jpg' escapes the raw directory"
+    )
+
+
+def test_the_symlink_named_is_the_one_that_leads_outside(raw_dir: Path, tmp_path: Path) -> None:
+    (raw_dir / "alias").symlink_to(raw_dir / "img")  # inside: harmless
+    reason = image_file_problem(raw_dir, "alias/link.jpg")
+    assert reason is not None and "through symlink 'alias/link.jpg' -> " in reason
+    assert image_file_problem(raw_dir, "alias/a.jpg") is None

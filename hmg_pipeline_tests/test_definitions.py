@@ -100,6 +100,7 @@ def test_every_duckdb_step_is_limited_to_one_at_a_time() -> None:
 
 
 def test_paths_resolve_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "raw").mkdir()
     monkeypatch.setenv("HMG_RAW_DIR", str(tmp_path / "raw"))
     monkeypatch.setenv("HMG_STORE_DIR", str(tmp_path / "store"))
     paths = PipelinePaths.from_env()

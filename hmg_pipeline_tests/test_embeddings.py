@@ -383,3 +383,35 @@ def test_embedding_assets_share_the_gpu_pool() -> None:
     pools = {node.name: node.pool for node in job.graph.node_defs}
     for name in ("image_embeddings", "comment_embeddings", "group_embeddings"):
         assert pools[name] == "gpu", name
+
+
+def test_exif_orientation_is_applied_and_changes_the_cache_identity(
+    bundled_image: encoders.ImageEncoder,
+) -> None:
+    """A phone photo stored sideways with orientation 6 ("rotate 90 clockwise") is decoded
+    upright, as viewers show it; cached vectors of the old decoding are not reused."""
+    stored = Image.new("RGB", (40, 20), (0, 0, 255))
+    stored.paste((255, 0, 0), (0, 0, 20, 20))  # left half red: the top once upright
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    buffer = io.BytesIO()
+    stored.save(buffer, format="PNG", exif=exif)
+    decoded = encoders.decode_image(buffer.getvalue())
+    assert decoded.size == (20, 40)
+    top, bottom = decoded.getpixel((10, 5)), decoded.getpixel((10, 35))
+    assert top[0] > 200 and top[2] < 50 and bottom[2] > 200 and bottom[0] < 50
+    assert encoders.DECODER_VERSION == "decode-v3"
+    assert "/decode-v3@" in bundled_image.identity
+
+
+def test_decode_reasons_are_stable_across_runs() -> None:
+    """PIL names the BytesIO it read with its memory address; the stored reason must not."""
+    with pytest.raises(encoders.ImageDecodeError) as first:
+        encoders.decode_image(b"not an image")
+    with pytest.raises(encoders.ImageDecodeError) as second:
+        encoders.decode_image(b"not an image")
+    assert str(first.value) == str(second.value)
+    assert (
+        str(first.value)
+        == "cannot decode image: UnidentifiedImageError: cannot identify image file"
+    )

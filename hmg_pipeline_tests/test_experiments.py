@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from scipy import stats
 
 from hmg_pipeline.core.graph import VIEWS, NonEdgeSampler
 from hmg_pipeline.core.llava import (
@@ -24,18 +25,20 @@ from hmg_pipeline.core.llava import (
     prompt_for,
     resolve_llava_model,
 )
+from hmg_pipeline.core.metrics import mean_interval
 from hmg_pipeline.core.schema import MIKELS_EMOTIONS
 from hmg_pipeline.core.splits import stratified_split
 from hmg_pipeline.model import experiments, train
 from hmg_pipeline.model.config import ModelConfig, TrainConfig
 from hmg_pipeline.model.experiments import (
+    REPORTED_ROWS,
     edge_feature_matrix,
     paper_table_frames,
+    paper_tables_long,
     results_frame,
     run_variant,
-    with_comment_features,
 )
-from hmg_pipeline.model.train import train_fold
+from hmg_pipeline.model.train import train_fold, with_edge_features
 from hmg_pipeline.model.variants import PAPER_TABLES, VARIANTS, VARIANTS_BY_KEY
 
 from .helpers import TinyDataset, jpeg_bytes, view
@@ -83,8 +86,9 @@ def test_tables_name_existing_variants_in_the_papers_order() -> None:
     assert [t.number for t in PAPER_TABLES] == ["II", "III", "IV", "V"]
     for table in PAPER_TABLES:
         for _, key in table.rows:
-            assert key.startswith("reported:") or key in VARIANTS_BY_KEY
-    used = {key for table in PAPER_TABLES for _, key in table.rows}
+            # "variant#reading": another reading of a variant's runs (Table V's nine_class)
+            assert key.startswith("reported:") or key.partition("#")[0] in VARIANTS_BY_KEY
+    used = {key.partition("#")[0] for table in PAPER_TABLES for _, key in table.rows}
     assert set(VARIANTS_BY_KEY) <= used  # every partition appears in a table
 
 
@@ -148,7 +152,7 @@ def test_augmented_features_follow_the_graphs_edge_order() -> None:
     ).with_columns(pl.Series("vector", vectors[order]).cast(pl.Array(pl.Float32, 2)))
     features = edge_feature_matrix(data, table)
     assert torch.equal(features, torch.from_numpy(vectors))
-    augmented = with_comment_features(data, features)
+    augmented = with_edge_features(data, features)
     assert torch.equal(augmented["image", "rev_views", "user"].edge_attr, features)
     assert not torch.equal(data[VIEWS].edge_attr[:, :2], features)  # the original is untouched
     with pytest.raises(ValueError, match="no row"):
@@ -275,33 +279,133 @@ def test_the_cache_avoids_a_second_generation(tmp_path: Path) -> None:
 # -- tables ----------------------------------------------------------------------------------
 
 
-def test_paper_tables_layout_matches_the_papers_tables() -> None:
+def synthetic_results(keys: tuple[str, ...], values=(0.5, 0.7), baselines: bool = False):
+    """Two runs of each variant in ``keys`` (and, with ``baselines``, the LR and the majority
+    class on the same folds: the LR 0.1 below, the majority class far below)."""
+    scored = [(key, key, 0.0) for key in keys]
+    if baselines:
+        scored += [(key, "logistic regression", -0.1) for key in keys]
+        scored += [(key, "majority class", -0.4) for key in keys]
     rows = [
-        {"variant": key, "name": key, "fold": fold, "metric": metric, "value": value}
-        for key in ("hmg_emo", "hmg_emo_no_t_ac", "comments_only")
-        for fold, value in enumerate((0.5, 0.7))
-        for metric in ("weighted_f1", "weighted_precision", "weighted_recall")
+        {"variant": key, "name": name, "fold": fold, "metric": metric, "value": value + shift}
+        for key, name, shift in scored
+        for fold, value in enumerate(values)
+        for metric in ("weighted_f1", "weighted_precision", "weighted_recall", "macro_f1")
     ]
-    frames = paper_table_frames(results_frame(rows))
+    return results_frame(rows)
+
+
+def our_and_paper_rows(frame: pl.DataFrame, model: str) -> list[dict]:
+    return frame.filter(pl.col("model") == model).rows(named=True)
+
+
+def test_paper_tables_show_the_papers_numbers_beside_ours() -> None:
+    frames = paper_table_frames(synthetic_results(("hmg_emo", "hmg_emo_no_t_ac", "comments_only")))
     assert list(frames) == ["II", "III", "IV", "V"]
-    columns = ["model", "source", "folds", "weighted_f1", "weighted_precision", "weighted_recall"]
+    columns = ["model", "source", "runs", "weighted_f1", "weighted_precision", "weighted_recall"]
+    columns += ["macro_f1", "Δ weighted_f1 vs logistic regression"]
     assert all(frame.columns == columns for frame in frames.values())
-    assert frames["II"]["model"].to_list() == [
-        "RMTHG",
-        "HMG-Emo",
-        "HMG-Emo-{AC}",
-        "HMG-Emo-{T, AC}",
-    ]
-    assert frames["II"].row(0, named=True)["source"] == "reported (not re-run)"
-    assert frames["II"].row(1, named=True)["weighted_f1"] == "0.6000 ± 0.1000"
-    assert frames["II"].row(2, named=True)["weighted_f1"] == "not run"
-    assert frames["III"]["model"].to_list() == ["Original comments", "LLaVA-augmented comments"]
-    assert frames["IV"]["model"].to_list() == ["GAT", "GraphSAGE", "GraphConv"]
-    assert frames["V"]["model"].to_list() == ["Without negative sampling", "With negative sampling"]
+    table_ii = frames["II"]
+    assert table_ii["model"].to_list()[:4] == ["RMTHG (V)", "RMTHG (Fusion)", "HMG-Emo", "HMG-Emo"]
+    assert table_ii["source"].to_list()[:4] == ["reported", "reported", "this pipeline", "reported"]
+    assert table_ii.row(1, named=True)["weighted_precision"] == "0.50 ± 0.1"
+    ours, paper = our_and_paper_rows(table_ii, "HMG-Emo")
+    expected = mean_interval([0.5, 0.7])
+    assert ours["weighted_f1"] == (
+        f"0.6000 ± {expected.std:.4f} [{expected.ci_low:.4f}, {expected.ci_high:.4f}]"
+    )
+    assert ours["runs"] == 2 and ours["macro_f1"].startswith("0.6000 ± ")
+    assert ours["Δ weighted_f1 vs logistic regression"] == "no LR rows"
+    assert (paper["weighted_f1"], paper["weighted_precision"], paper["weighted_recall"]) == (
+        "0.77 ± 0.003",
+        "0.97 ± 0.007",
+        "0.65 ± 0.001",
+    )
+    assert paper["runs"] == 3 and paper["macro_f1"] == "not reported"
+    not_run, its_paper = our_and_paper_rows(table_ii, "HMG-Emo-{AC}")
+    assert not_run["weighted_f1"] == "not run" and not_run["runs"] == 0
+    assert its_paper["weighted_f1"] == "0.76 ± 0.003"  # the paper's row even when ours is missing
+    assert our_and_paper_rows(frames["IV"], "GAT")[1]["weighted_recall"] == "0.65 ± 0.0002"
+    assert our_and_paper_rows(frames["V"], "With negative sampling")[1]["weighted_f1"] == (
+        "0.71 ± 0.002"
+    )
     # Table V's first row is Table II's HMG-Emo-{T, AC}: one run fills both.
-    assert frames["V"].row(0)[3:] == frames["II"].row(3)[3:]
-    quoted = paper_table_frames(results_frame(rows), {"RMTHG": {"weighted_f1": 0.25}})
-    assert quoted["II"].row(0, named=True)["weighted_f1"] == "0.2500"
+    same = our_and_paper_rows(table_ii, "HMG-Emo-{T, AC}")[0]
+    assert frames["V"].row(0)[2:] == tuple(same.values())[2:]
+    for table in PAPER_TABLES:  # every row of ours appears, in the paper's order
+        ours = frames[table.number].filter(pl.col("source") == "this pipeline")["model"]
+        expected = [label for label, key in table.rows if not key.startswith("reported:")]
+        assert ours.to_list() == expected
+    quoted = paper_table_frames(
+        synthetic_results(("hmg_emo",)), {"II": {"RMTHG (V)": {"weighted_f1": (0.25, 0.01)}}}
+    )
+    row = quoted["II"].row(0, named=True)
+    assert (row["model"], row["weighted_f1"], row["weighted_recall"]) == (
+        "RMTHG (V)",
+        "0.25 ± 0.01",
+        "not transcribed",
+    )
+    assert quoted["II"].filter(pl.col("source") == "reported").height == 1
+
+
+def test_reported_rows_match_the_tables_rows() -> None:
+    for table in PAPER_TABLES:
+        labels = {label for label, _ in table.rows}
+        for label, numbers in REPORTED_ROWS[table.number].items():
+            assert label in labels or label.split(" (")[0] in labels, label
+            assert set(numbers) == {"weighted_f1", "weighted_precision", "weighted_recall"}
+            assert all(0 < mean < 1 and 0 < std < 1 for mean, std in numbers.values())
+    assert set(REPORTED_ROWS["II"]) >= {"RMTHG (V)", "RMTHG (Fusion)"}
+    assert REPORTED_ROWS["II"]["HMG-Emo-{T, AC}"] == REPORTED_ROWS["V"]["Without negative sampling"]
+
+
+def test_long_table_carries_the_numbers() -> None:
+    long = paper_tables_long(synthetic_results(("hmg_emo",), (0.5, 0.6, 0.9), baselines=True))
+    assert long.schema["mean"] == long.schema["ci_high"] == pl.Float64
+    assert long.schema["n"] == pl.Int64 and long.schema["row"] == pl.Int64
+    mine = long.filter((pl.col("variant") == "hmg_emo") & (pl.col("metric") == "weighted_f1")).sort(
+        "statistic"
+    )
+    score = mine.filter(pl.col("statistic") == "score").row(0, named=True)
+    low, high = stats.t.interval(
+        0.95, 2, loc=np.mean([0.5, 0.6, 0.9]), scale=stats.sem([0.5, 0.6, 0.9])
+    )
+    assert score["mean"] == pytest.approx(2 / 3)  # the baselines' rows are not ours
+    assert score["std"] == pytest.approx(np.std([0.5, 0.6, 0.9], ddof=1))
+    assert (score["ci_low"], score["ci_high"], score["n"]) == (
+        pytest.approx(low),
+        pytest.approx(high),
+        3,
+    )
+    difference = mine.filter(pl.col("statistic") != "score").row(0, named=True)
+    assert difference["statistic"] == "paired difference vs logistic regression"
+    assert difference["mean"] == pytest.approx(0.1) and difference["std"] == pytest.approx(0.0)
+    assert difference["n"] == 3
+    not_run = long.filter((pl.col("variant") == "gat_no_t") & (pl.col("metric") == "macro_f1"))
+    assert not_run["n"].to_list() == [0] and not_run["mean"].null_count() == 1
+    paper = long.filter(
+        (pl.col("model") == "RMTHG (Fusion)") & (pl.col("metric") == "weighted_recall")
+    ).row(0, named=True)
+    assert (paper["source"], paper["mean"], paper["std"], paper["n"]) == ("reported", 0.72, 0.1, 3)
+    assert paper["ci_low"] is None and paper["variant"] is None
+    frames = paper_table_frames(synthetic_results(("hmg_emo",), (0.5, 0.6, 0.9), baselines=True))
+    ours = our_and_paper_rows(frames["II"], "HMG-Emo")[0]
+    assert ours["Δ weighted_f1 vs logistic regression"].startswith("+0.1000 ± 0.0000")
+    assert ours["runs"] == 3
+
+
+def test_the_report_explains_its_statistics_and_the_papers_numbers(tmp_path: Path) -> None:
+    from hmg_pipeline.model.reports import paper_tables_report
+
+    report = paper_tables_report(synthetic_results(("hmg_emo",), baselines=True))
+    text = report.document
+    assert "Table I. The dataset" in text and "108,899" in text and "34%" in text
+    assert "ddof = 1" in text and "Student t" in text and "optimistic" in text
+    assert "3 repeated stratified 80:10:10 splits" in text and "not 3-fold" in text
+    assert "weighted recall is accuracy" in text and "macro F1" in text
+    assert report.table.equals(paper_tables_long(synthetic_results(("hmg_emo",), baselines=True)))
+    assert "hmg_emo" not in report.missing
+    assert report.write(tmp_path).read_text().startswith("# The paper's tables")
 
 
 def test_footnotes_say_how_negatives_and_llava_comments_enter() -> None:
@@ -320,7 +424,7 @@ def test_footnotes_say_how_negatives_and_llava_comments_enter() -> None:
         }
     ]
     notes = experiments.experiment_footnotes(results_frame(rows))
-    assert any("`none` for 30.0% of these real test edges" in n for n in notes)
+    assert any("`none` for 30.0% of those edges" in n and "9-class" in n for n in notes)
     assert any("generated by ollama/llava" in n and "carry the label" in n for n in notes)
     assert not any("tiny randomly-initialised" in n for n in notes)
 
@@ -339,6 +443,16 @@ EXPERIMENT_SELECTION = [
 ]
 
 
+def stored_score(tables: pl.DataFrame, model: str, source: str = "this pipeline") -> dict:
+    """The weighted F1 score row of ``model`` in the stored paper_tables."""
+    return tables.filter(
+        (pl.col("model") == model)
+        & (pl.col("source") == source)
+        & (pl.col("metric") == "weighted_f1")
+        & (pl.col("statistic") == "score")
+    ).row(0, named=True)
+
+
 def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
     tiny.write_trainable_views(
         [
@@ -352,7 +466,6 @@ def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
     settings = {
         "ops": {
             "experiment_results": {"config": {"epochs": 1, "folds": 2}},
-            "paper_tables": {"config": {"reported_rmthg": {"weighted_f1": 0.5}}},
         }
     }
     result = tiny.materialize(EXPERIMENT_SELECTION, settings, partition_key="comments_only_llava")
@@ -376,9 +489,10 @@ def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
     metrics = tiny.table("experiments.experiment_results")
     assert set(metrics["variant"]) == {"comments_only_llava"} and set(metrics["fold"]) == {0, 1}
     tables = tiny.table("experiments.paper_tables")
-    assert tables.filter(pl.col("model") == "LLaVA-augmented comments")["folds"].item() == "2"
-    assert "not run" in tables.filter(pl.col("model") == "HMG-Emo")["weighted_f1"].item()
-    assert tables.filter(pl.col("model") == "RMTHG")["weighted_f1"].item() == "0.5000"
+    assert stored_score(tables, "LLaVA-augmented comments")["n"] == 2
+    assert stored_score(tables, "HMG-Emo")["n"] == 0  # not run: no number
+    assert stored_score(tables, "HMG-Emo")["mean"] is None
+    assert stored_score(tables, "RMTHG (V)", "reported")["mean"] == 0.44
     report = (tiny.store_dir / "reports" / "paper_tables.md").read_text()
     assert "Table III" in report and "generated by transformers/tiny-random" in report
     assert set(metrics["detail"]) == {"transformers/tiny-random"}
@@ -396,7 +510,7 @@ def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
     metrics = tiny.table("experiments.experiment_results")
     assert set(metrics["variant"]) == {"comments_only_llava", "hmg_emo"}
     tables = tiny.table("experiments.paper_tables")
-    assert tables.filter(pl.col("model") == "HMG-Emo")["folds"].item() == "2"
+    assert stored_score(tables, "HMG-Emo")["n"] == 2
 
 
 def test_held_out_edges_get_an_emotion_even_when_none_scores_highest() -> None:
@@ -455,8 +569,6 @@ def test_without_generated_text_table_iii_says_not_run(
     assert set(tiny.table("augment.llava_comment_embeddings")["source"]) == {"fill"}
     assert tiny.table("experiments.experiment_results").height == 0
     tables = tiny.table("experiments.paper_tables")
-    assert tables.filter(pl.col("model") == "LLaVA-augmented comments")["folds"].item() == "0"
-    assert (
-        "not run"
-        in tables.filter(pl.col("model") == "LLaVA-augmented comments")["weighted_f1"].item()
-    )
+    assert stored_score(tables, "LLaVA-augmented comments")["n"] == 0
+    report = (tiny.store_dir / "reports" / "paper_tables.md").read_text()
+    assert "| LLaVA-augmented comments | this pipeline | 0 | not run |" in report

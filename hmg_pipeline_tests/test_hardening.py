@@ -88,3 +88,49 @@ def test_empty_views_do_not_fail_the_side_tables(tiny: TinyDataset, selection: l
     tiny.write_views([])
     upstream = AssetSelection.assets(*selection).upstream()
     assert tiny.materialize(upstream).success
+
+
+def test_a_symlinked_images_folder_is_quarantined_naming_the_symlink(
+    tiny: TinyDataset, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "images"
+    (tiny.raw_dir / "img").rename(elsewhere)
+    (tiny.raw_dir / "img").symlink_to(elsewhere)
+    result = tiny.materialize(LABELS)
+    assert result.success
+    quarantine = tiny.table("raw.quarantine").filter(pl.col("table") == "images")
+    assert dict(quarantine.select("source_row", "reason").iter_rows()) == {
+        row: f"file path {file!r} escapes the raw directory (it resolves outside it through "
+        f"symlink 'img' -> {str(elsewhere)!r})"
+        for row, file in ((1, "img/a.jpg"), (2, "img/b.jpg"))
+    }
+
+
+def test_parquet_views_missing_numbers_and_times_beyond_utc(tiny: TinyDataset) -> None:
+    """pandas writes a missing number as NaN: a missing value, not a quarantined row; a time
+    that UTC cannot hold and a Python-literal number are quarantined, not a crash."""
+    nan = float("nan")
+    frame = pl.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3", "u1"],
+            "image_id": ["i1", "i1", "i2", "i2"],
+            "emotion": ["awe", "fear", "sadness", "awe"],
+            "commented_at": ["1400000000", "9999-12-31T23:59:59-01:00", None, None],
+            "valence": [nan, 2.5, nan, nan],
+            "arousal": ["3", "3", "1_000", None],
+        }
+    )
+    (tiny.raw_dir / "views.csv").unlink()
+    frame.write_parquet(tiny.raw_dir / "views.parquet")
+    result = tiny.materialize(LABELS)
+    assert result.success
+    quarantine = tiny.table("raw.quarantine").filter(pl.col("table") == "views")
+    assert quarantine.select("source_row", "column").rows() == [
+        (2, "commented_at"),
+        (3, "arousal"),
+    ]
+    reasons = quarantine["reason"].to_list()
+    assert "out of range" in reasons[0] and reasons[1] == "unparseable number '1_000'"
+    clean = tiny.table("labels.clean_labels").sort("source_row")
+    assert clean["source_row"].to_list() == [1, 4]
+    assert clean["valence"].to_list() == [None, None]

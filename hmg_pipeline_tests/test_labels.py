@@ -92,7 +92,7 @@ def test_tiny_dataset_through_the_label_assets(tiny: TinyDataset) -> None:
 
     users = tiny.table("raw.raw_users")["user_id"].to_list()
     assert "u4" in users  # a group member only
-    assert "u9" not in users  # an image owner only
+    assert "u9" in users  # an image owner only: an uploader, a user node in the paper
 
 
 def test_multi_label_policy_is_configurable(tiny: TinyDataset) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -397,3 +398,128 @@ def test_csv_and_parquet_both_present_is_an_error(tmp_path: Path) -> None:
 
 def test_contract_error_is_a_value_error() -> None:
     assert issubclass(ContractError, ValueError)
+
+
+def views_parquet(path: Path, **columns: pa.Array) -> None:
+    """A two-row views table in Parquet whose columns ``columns`` replace or add to the
+    required ones."""
+    table = {
+        "user_id": pa.array(["u1", "u2"]),
+        "image_id": pa.array(["i1", "i2"]),
+        "emotion": pa.array(["awe", "fear"]),
+        **columns,
+    }
+    pq.write_table(pa.table(table), path)
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "shown"),
+    [
+        ("comment_text", pa.array([["a", "b"], None], pa.list_(pa.string())), "List(String)"),
+        ("user_id", pa.array([["u1"], ["u2"]], pa.list_(pa.string())), "List(String)"),
+        ("valence", pa.array([{"v": 1.0}, {"v": 2.0}]), "Struct"),
+        ("commented_at", pa.array([1, 2], pa.duration("us")), "Duration"),
+    ],
+    ids=["list-text", "list-id", "struct", "duration"],
+)
+def test_parquet_contract_column_without_a_text_form_is_refused(
+    tmp_path: Path, column: str, values: pa.Array, shown: str
+) -> None:
+    path = tmp_path / "views.parquet"
+    views_parquet(path, **{column: values})
+    with pytest.raises(ContractError) as error:
+        read_raw_table(tmp_path, VIEWS)
+    message = str(error.value)
+    assert message.startswith(f"{path}: column {column!r} has type {shown}"), message
+    assert "\n" not in message
+    assert message.endswith("contract columns must be text, numbers, booleans or times")
+
+
+def test_parquet_columns_outside_the_contract_may_have_any_type(tmp_path: Path) -> None:
+    views_parquet(
+        tmp_path / "views.parquet",
+        tags=pa.array([["a"], []], pa.list_(pa.string())),
+        extra=pa.array([{"x": 1}, {"x": 2}]),
+        wait=pa.array([1, 2], pa.duration("s")),
+        blob=pa.array([b"\xff\xfe", None], pa.binary()),
+    )
+    assert read_raw_table(tmp_path, VIEWS)["user_id"].to_list() == ["u1", "u2"]
+
+
+def test_parquet_binary_is_read_as_text_only_when_it_is_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "views.parquet"
+    views_parquet(path, comment_text=pa.array(["日本".encode(), None], pa.binary()))
+    assert read_raw_table(tmp_path, VIEWS)["comment_text"].to_list() == ["日本", None]
+    views_parquet(path, comment_text=pa.array([b"fine", b"caf\xe9"], pa.binary()))
+    with pytest.raises(ContractError) as error:
+        read_raw_table(tmp_path, VIEWS)
+    message = str(error.value)
+    assert message.startswith(f"{path}: data row 2, column 'comment_text' is binary and not")
+    assert "valid UTF-8 (byte offset 3)" in message and "\n" not in message
+
+
+def test_integral_decimal_ids_become_integer_strings_with_a_note(tmp_path: Path) -> None:
+    path = tmp_path / "images.parquet"
+    decimals = pa.array([Decimal("5001091309.00"), None, Decimal("-7.0")], pa.decimal128(20, 2))
+    pq.write_table(pa.table({"image_id": decimals, "url": decimals}), path)
+    notes: list[str] = []
+    frame = read_raw_table(tmp_path, IMAGES, notes=notes)
+    assert frame["image_id"].to_list() == ["5001091309", None, "-7"]
+    assert frame["url"].to_list() == ["5001091309.00", None, "-7.00"]  # not an id: as written
+    [note] = notes
+    assert str(path) in note and "'image_id'" in note and "Decimal" in note
+    assert "2 value(s)" in note and "'5001091309'" in note
+
+
+def test_decimal_ids_with_a_fraction_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "images.parquet"
+    decimals = pa.array([Decimal("1.00"), Decimal("2.50")], pa.decimal128(10, 2))
+    pq.write_table(pa.table({"image_id": decimals}), path)
+    with pytest.raises(ContractError) as error:
+        read_raw_table(tmp_path, IMAGES)
+    message = str(error.value)
+    assert message.startswith(f"{path}: data row 2, column 'image_id': id '2.50' is a decimal")
+    assert "write ids as strings or int64" in message
+
+
+def test_float_nan_in_parquet_is_missing_but_text_nan_in_csv_is_kept(tmp_path: Path) -> None:
+    nan = float("nan")
+    views_parquet(
+        tmp_path / "views.parquet",
+        valence=pa.array([nan, 2.5]),
+        arousal=pa.array([1.0, nan], pa.float32()),
+        commented_at=pa.array([nan, 1400000000.0]),
+    )
+    frame = read_raw_table(tmp_path, VIEWS)
+    assert frame["valence"].to_list() == [None, "2.5"]
+    assert frame["arousal"].to_list() == ["1.0", None]
+    assert frame["commented_at"].to_list() == [None, "1400000000.0"]
+    (tmp_path / "views.parquet").unlink()
+    (tmp_path / "views.csv").write_text(
+        "user_id,image_id,emotion,valence\nu1,i1,awe,nan\n", encoding="utf-8"
+    )
+    assert read_raw_table(tmp_path, VIEWS)["valence"].to_list() == ["nan"]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "reason"),
+    [("utf-16-le", "NUL bytes in the header"), ("utf-16", "a UTF-16 byte order mark")],
+)
+def test_utf16_csv_is_named_as_such(tmp_path: Path, encoding: str, reason: str) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_bytes("user_id,contact_id\nu1,u2\n".encode(encoding))
+    with pytest.raises(ContractError) as error:
+        read_raw_table(tmp_path, CONTACTS)
+    assert str(error.value) == (
+        f"{path}: looks like UTF-16 ({reason}); the contract requires UTF-8"
+    )
+
+
+def test_a_raw_directory_that_is_missing_or_a_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(ContractError, match=f"^raw directory {re.escape(str(missing))} does not"):
+        read_raw_table(missing, VIEWS)
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    with pytest.raises(ContractError, match=r"is not a directory$"):
+        find_table_file(afile, USERS)

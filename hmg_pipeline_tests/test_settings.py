@@ -171,3 +171,98 @@ def test_a_bad_cron_fails_the_schedule_tick_with_its_message(
     monkeypatch.setenv("HMG_FLICKR_RECHECK_DAYS", "nan")
     with pytest.raises(SettingError, match="HMG_FLICKR_RECHECK_DAYS='nan'"):
         refresh_dead_flickr_content(build_schedule_context())
+
+
+def step_errors(result) -> list[str]:
+    return [
+        event.event_specific_data.error.to_string()
+        for event in result.all_events
+        if getattr(event.event_specific_data, "error", None) is not None
+    ]
+
+
+def test_the_code_location_loads_with_an_unusable_store_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """Loading the definitions must not touch the disk: a store that cannot be created (a
+    file in the way) would otherwise stop the whole code location."""
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    script = (
+        "from hmg_pipeline.definitions import defs\n"
+        "print(len(list(defs.resolve_asset_graph().get_all_asset_keys())))"
+    )
+    for store in (afile, tmp_path / "new" / "store"):
+        env = {**os.environ, "HMG_STORE_DIR": str(store), "HMG_RAW_DIR": str(tmp_path / "none")}
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert not (tmp_path / "new").exists() and not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_an_unusable_store_fails_the_steps_with_one_line(
+    tiny: TinyDataset, tmp_path: Path, where: str
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    store = afile if where == "file" else afile / "store"
+    resources = build_resources(
+        PipelinePaths(raw_dir=str(tiny.raw_dir), store_dir=str(store)),
+        ComputeResource(device="cpu"),
+    )
+    result = materialize(
+        [*all_assets, *all_checks],
+        selection=AssetSelection.assets("raw_views"),
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    expected = f"SettingError: HMG_STORE_DIR={str(store)!r} is not a writable directory ("
+    lines = [line for error in step_errors(result) for line in error.splitlines()]
+    assert any(expected in line and line.endswith(")") for line in lines), lines
+    with pytest.raises(SettingError, match=r"^HMG_STORE_DIR=.* is not a writable directory"):
+        PipelinePaths.create_store(str(store))
+
+
+@pytest.mark.parametrize(
+    ("kind", "state"), [("missing", "does not exist"), ("file", "is not a directory")]
+)
+def test_an_unusable_raw_dir_fails_where_the_tables_are_read(
+    tiny: TinyDataset, tmp_path: Path, kind: str, state: str
+) -> None:
+    raw = tmp_path / "missing"
+    if kind == "file":
+        raw = tmp_path / "afile"
+        raw.write_text("x", encoding="utf-8")
+    resources = build_resources(
+        PipelinePaths(raw_dir=str(raw), store_dir=str(tiny.store_dir)),
+        ComputeResource(device="cpu"),
+    )
+    result = materialize(
+        [*all_assets, *all_checks],
+        selection=AssetSelection.assets("raw_views"),
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    expected = f"hmg_pipeline.resources.SettingError: HMG_RAW_DIR={str(raw)!r} {state}"
+    lines = [line for error in step_errors(result) for line in error.splitlines()]
+    assert expected in lines, lines
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize(
+    ("store", "reason"),
+    [
+        ("/proc/hmg/store", "(No such file or directory: /proc/hmg"),
+        ("/proc", "(cannot create a file in /proc: "),
+    ],
+)
+def test_a_store_on_a_virtual_file_system_is_refused(store: str, reason: str) -> None:
+    with pytest.raises(SettingError) as error:
+        PipelinePaths(store_dir=store).store_path  # noqa: B018 (the property creates the store)
+    message = str(error.value)
+    assert message.startswith(f"HMG_STORE_DIR={store!r} is not a writable directory {reason}")
+    assert "\n" not in message and "tmp" not in message

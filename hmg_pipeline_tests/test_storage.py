@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from dagster import asset, materialize
 
-from hmg_pipeline.resources import PipelinePaths
+from hmg_pipeline.resources import PipelinePaths, SettingError
 from hmg_pipeline.storage import (
     MissingUpstream,
     artifact_io_manager,
@@ -105,3 +105,29 @@ def test_an_input_missing_from_the_store_names_the_asset_and_the_command(
     assert "\n" not in message and "upstream asset upstream is not in the store" in message
     assert str(tmp_path) in message
     assert "dagster asset materialize --select '*upstream'" in message
+
+
+def test_the_io_managers_create_the_store_only_when_a_step_uses_it(tmp_path: Path) -> None:
+    store = tmp_path / "new" / "store"
+    paths = PipelinePaths(store_dir=str(store))
+    duckdb_io_manager(paths), artifact_io_manager(paths)
+    assert not (tmp_path / "new").exists()
+    loaded = run(store, vectors(["a"], 2, seed=1))
+    assert loaded.height == 1 and (store / "hmg.duckdb").is_file()
+
+
+def test_an_artifact_in_an_unusable_store_names_the_setting(tmp_path: Path) -> None:
+    store = tmp_path / "afile"
+    store.write_text("x", encoding="utf-8")
+
+    @asset(io_manager_key="artifact_io_manager")
+    def artifact() -> dict:
+        return {"a": 1}
+
+    paths = PipelinePaths(store_dir=str(store))
+    with pytest.raises(SettingError) as error:
+        materialize([artifact], resources={"artifact_io_manager": artifact_io_manager(paths)})
+    assert str(error.value) == (
+        f"HMG_STORE_DIR={str(store)!r} is not a writable directory "
+        f"(a file, not a directory: {store})"
+    )

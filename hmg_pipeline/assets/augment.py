@@ -1,8 +1,10 @@
-"""LLaVA-augmented comments (group `augment`): a generated comment for every clean edge without
-one, and its embedding by the same text encoder as the real comments.
+"""LLaVA-augmented comments (group `augment`): for every clean edge without a comment, two
+generated comments (the paper's prompt naming the edge's emotion, and a neutral prompt naming
+none), and their embeddings by the same text encoder as the real comments.
 
-Following the paper's ethics note, these comments feed only the Table III experiment
-(`experiment_results`, partition `comments_only_llava`); HMG-Emo never trains on them.
+Following the paper's ethics note, these comments feed only the Table III experiments
+(`experiment_results`, partitions `comments_only_llava` and `comments_only_llava_leakfree`);
+HMG-Emo never trains on them.
 """
 
 import time
@@ -20,25 +22,41 @@ GROUP = "augment"
 
 
 def generation_metadata(table: pl.DataFrame, result, seconds: float) -> dict:
-    """What a user checks after a generation run: statuses, cache use, speed, examples."""
+    """What a user checks after a generation run: statuses per prompt kind, cache use, speed,
+    examples."""
+    from hmg_pipeline.core.llava import kind_column
+
     done = table.filter(pl.col("status") == "generated")
+    neutral = table.filter(pl.col(kind_column("neutral", "status")) == "generated")
     generating = result.seconds_generating
     return {
         "dagster/row_count": table.height,
         "edges_without_comment": table.height,
-        "status": MetadataValue.md(
-            counts_table(dict(table.group_by("status").len().iter_rows()), "status")
-        ),
+        "status": MetadataValue.md(status_counts(table, "emotion")),
+        "neutral_status": MetadataValue.md(status_counts(table, "neutral")),
         "generated_now": result.generated,
         "reused_from_cache": result.reused,
         "unique_comment_share": round(done["comment"].n_unique() / max(done.height, 1), 4),
         "distinct_prompts": table["prompt"].n_unique(),
+        "distinct_neutral_comments": neutral[kind_column("neutral", "comment")].n_unique(),
         "generations_per_s": round(result.generated / generating, 2) if generating > 0 else 0.0,
         "wall_s": round(seconds, 2),
         "examples": MetadataValue.md(
-            markdown_table(done.select("image_id", "emotion", "synonym", "comment").head(5))
+            markdown_table(
+                done.select(
+                    "image_id", "emotion", "synonym", "comment", kind_column("neutral", "comment")
+                ).head(5)
+            )
         ),
     }
+
+
+def status_counts(table: pl.DataFrame, kind: str) -> str:
+    """A markdown count of one prompt kind's statuses (every row has one)."""
+    from hmg_pipeline.core.llava import kind_column
+
+    column = kind_column(kind, "status")
+    return counts_table(dict(table.group_by(column).len().iter_rows()), column)
 
 
 @asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS, pool=GPU_POOL)
@@ -52,9 +70,11 @@ def llava_comments(
     valid_images: pl.DataFrame,
     flickr_images: pl.DataFrame,
 ) -> pl.DataFrame:
-    """One generated comment per clean edge without comment text, from its image and a seeded
-    synonym of its emotion; cached by (backend, model and its output settings, prompt, image
-    sha256). `status`: generated, empty (the model returned no text), image_unreadable (the
+    """Two generated comments per clean edge without comment text, from its image and either
+    a seeded synonym of its emotion (`prompt`, `comment`, `status`: the paper's) or a prompt
+    naming no emotion (`neutral_prompt`, `neutral_comment`, `neutral_status`: the leak-free
+    variant's held-out edges); cached by (backend, model and its output settings, prompt, image
+    sha256). A status: generated, empty (the model returned no text), image_unreadable (the
     image could not be embedded), or skipped (`HMG_LLAVA_BACKEND=none`)."""
     from hmg_pipeline.core.llava import comment_plan, generation_plan
 
@@ -95,23 +115,32 @@ def llava_comment_embeddings(
     comment_embeddings: pl.DataFrame,
     llava_comments: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Augmented comment features, one per clean edge: the real comment's vector where there is
-    one, else the embedding of the LLaVA comment (same text encoder, same cache), else the
-    missing-comment fill of `comment_embeddings` (`source` says which; `generator` names
-    the backend/model of a LLaVA comment)."""
-    from hmg_pipeline.core.llava import augmented_comment_table, comments_to_embed
+    """Augmented comment features, one row per clean edge and one vector per prompt kind
+    (`vector`: the paper's emotion prompt, `neutral_vector`: the neutral one): the real
+    comment's vector where there is one, else the embedding of the kind's LLaVA comment (same
+    text encoder, same cache), else the missing-comment fill of `comment_embeddings`
+    (`source`/`neutral_source` say which; `generator` names the backend/model)."""
+    from hmg_pipeline.core.llava import PROMPT_KINDS, augmented_comment_table, comments_to_embed
 
     started = time.perf_counter()
     edges, texts = comments_to_embed(comment_embeddings, llava_comments)
+    every = [text for kind in PROMPT_KINDS for text in texts[kind]]  # one encoder load
     encoder, vectors, has_text, result = embed_texts_with(
-        context, paths, compute, encoders, texts, "LLaVA comment embeddings"
+        context, paths, compute, encoders, every, "LLaVA comment embeddings"
     )
-    table = augmented_comment_table(edges, vectors, has_text)
+    n = edges.height
+    embeddings = {
+        kind: (vectors[k * n : (k + 1) * n], has_text[k * n : (k + 1) * n])
+        for k, kind in enumerate(PROMPT_KINDS)
+    }
+    table = augmented_comment_table(edges, embeddings)
     counts = dict(table.group_by("source").len().iter_rows())
+    neutral = dict(table.group_by("neutral_source").len().iter_rows())
     context.add_output_metadata(
         {
             "dagster/row_count": table.height,
             "sources": MetadataValue.md(counts_table(counts, "source")),
+            "neutral_sources": MetadataValue.md(counts_table(neutral, "neutral_source")),
             "encoder": encoder.name,
             "encoder_identity": encoder.identity,
             "device": str(encoder.device.torch_device),

@@ -15,12 +15,10 @@ from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
     BetaWarning,
-    Config,
     MetadataValue,
     StaticPartitionsDefinition,
     asset,
 )
-from pydantic import Field
 
 from hmg_pipeline.assets.model import GPU_POOL, TrainingRunConfig
 from hmg_pipeline.metadata import markdown_table, png_markdown
@@ -54,25 +52,26 @@ def experiment_results(
     fold, metric, value). The LLaVA variant reads `augment.llava_comment_embeddings`; the others
     do not need it. The run config applies to every variant; a variant's own settings win."""
     from hmg_pipeline.core.metrics import summary_table
-    from hmg_pipeline.model.experiments import results_frame, run_variant, variant_graph
+    from hmg_pipeline.model.experiments import results_frame, run_experiment
 
     device = compute.torch_device()
     rows, seconds, notes = [], {}, {}
     for key in context.partition_keys:
         variant = VARIANTS_BY_KEY[key]
         augmented = None
-        if variant.comments == "llava":
+        if variant.comments != "original":
             augmented = read_store_table(paths, "augment", "llava_comment_embeddings")
-            notes[key] = dict(augmented.group_by("source").len().iter_rows())
-        data, detail = variant_graph(variant, hetero_graph, augmented)
-        if data is None:
+            source = "neutral_source" if variant.comments == "llava_leakfree" else "source"
+            notes[key] = dict(augmented.group_by(source).len().iter_rows())
+        started = time.perf_counter()
+        variant_rows = run_experiment(
+            variant, hetero_graph, augmented, config.model(), config.training(), device,
+            compute.amp_enabled, context.log.info,
+        )  # fmt: skip
+        if variant_rows is None:
             context.log.warning(f"variant {key} not run: no generated comment (backend none?)")
             continue
-        started = time.perf_counter()
-        rows += run_variant(
-            variant, data, config.model(), config.training(), device, compute.amp_enabled,
-            context.log.info, detail,
-        )  # fmt: skip
+        rows += variant_rows
         seconds[key] = round(time.perf_counter() - started, 1)
         context.log.info(f"variant {key}: {seconds[key]}s")
     results = results_frame(rows)
@@ -89,27 +88,35 @@ def experiment_results(
     return results
 
 
-class PaperTablesConfig(Config):
-    reported_rmthg: dict[str, float] = Field(
-        default={},
-        description="RMTHG's numbers as reported in the publication's Table II, e.g. "
-        '{"weighted_f1": 0.5}; empty shows "not transcribed"',
-    )
+PAPER_TABLE_COLUMNS = {
+    "table": ("String", "II, III, IV or V"),
+    "row": ("Int64", "the printed row's position in its table"),
+    "model": ("String", "the row as the paper labels it"),
+    "source": ("String", "this pipeline, or reported (quoted from the paper, never re-run)"),
+    "variant": ("String", "the experiment_results partition; null for reported rows"),
+    "metric": ("String", "weighted_f1/precision/recall (the paper's) or macro_f1"),
+    "statistic": ("String", "score, or paired difference vs logistic regression (same splits)"),
+    "mean": ("Float64", "mean over runs; null when not run"),
+    "std": ("Float64", "sample std over runs (ddof=1; the paper's as printed)"),
+    "ci_low": ("Float64", "95% Student-t interval over runs (optimistic: runs overlap)"),
+    "ci_high": ("Float64", "upper end of that interval; null for reported rows"),
+    "n": ("Int64", "runs (0: not run, or not transcribed)"),
+}
 
 
-@asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS)
+@asset(group_name=GROUP, metadata=table_metadata(GROUP, PAPER_TABLE_COLUMNS), op_tags=DUCKDB_TAGS)
 def paper_tables(
-    context: AssetExecutionContext,
-    config: PaperTablesConfig,
-    paths: PipelinePaths,
-    experiment_results: pl.DataFrame,
+    context: AssetExecutionContext, paths: PipelinePaths, experiment_results: pl.DataFrame
 ) -> pl.DataFrame:
-    """The paper's Tables II-V (mean ± std over folds) from every partition of
-    `experiment_results`; RMTHG is quoted from the publication, never re-run. Written to
-    `HMG_STORE_DIR/reports/paper_tables.md` with a bar chart of weighted F1."""
+    """The paper's Tables II-V from every partition of `experiment_results`: per row our mean ±
+    sample std [95% t interval] over runs, macro F1 and the paired difference to the logistic
+    regression, with the paper's reported row (never re-run) under it; the paper's Table I.
+    Stored as numbers (table, row, model, source, variant, metric, statistic, mean, std,
+    ci_low, ci_high, n); written to `HMG_STORE_DIR/reports/paper_tables.md` with a bar chart of
+    weighted F1."""
     from hmg_pipeline.model.reports import paper_tables_report
 
-    report = paper_tables_report(experiment_results, config.reported_rmthg)
+    report = paper_tables_report(experiment_results)
     document = report.write(paths.reports_dir)
     context.log.info("\n" + report.document)
     context.add_output_metadata(

@@ -2,6 +2,8 @@
 `evaluation_metrics` (one run, either can be materialised alone), with the majority-class and
 logistic-regression baselines, and `predictions` for held-out edges and requested pairs."""
 
+from typing import TYPE_CHECKING
+
 import polars as pl
 from dagster import (
     AssetExecutionContext,
@@ -17,6 +19,9 @@ from hmg_pipeline.metadata import markdown_table, png_markdown
 from hmg_pipeline.model.config import ModelConfig, TrainConfig
 from hmg_pipeline.resources import ComputeResource, PipelinePaths
 from hmg_pipeline.storage import DUCKDB_TAGS, table_metadata
+
+if TYPE_CHECKING:  # torch is imported inside the steps only
+    from hmg_pipeline.model.train import CrossValidation
 
 GROUP = "model"
 GPU_POOL = "gpu"
@@ -95,16 +100,17 @@ def trained_model(
     )  # fmt: skip
     best, report = result.best, evaluation_report(result, data.class_names)
     document = report.write(paths.reports_dir)
-    context.log.info("\n" + markdown_table(report.summary))
+    context.log.info("\n" + report.markdown())
     if "trained_model" in context.selected_output_names:
         bundle = model_bundle(
             best.state_dict, model_config, InputDims.of(data), train_config, best.fold,
             best.test_metrics, data.class_names, best.split.test,
         )  # fmt: skip
-        metadata = {"fold": best.fold, "best_epoch": best.best_epoch, "device": str(device)}
-        metadata["val_weighted_f1"] = round(best.best_val_f1, 4)
-        metadata.update({f"test_{k}": round(v, 4) for k, v in best.test_metrics.items()})
-        yield Output(bundle, output_name="trained_model", metadata=metadata)
+        yield Output(
+            bundle,
+            output_name="trained_model",
+            metadata=trained_model_metadata(result, str(device)),
+        )
     if "evaluation_metrics" in context.selected_output_names:
         metrics = result.metrics()
         f1 = metrics.filter((pl.col("model") == "HMG-Emo") & (pl.col("metric") == "weighted_f1"))
@@ -114,14 +120,31 @@ def trained_model(
             metadata={
                 "dagster/row_count": metrics.height,
                 "hmg_emo_weighted_f1_mean": round(float(f1["value"].mean()), 4),
-                "hmg_emo_weighted_f1_std": round(float(f1["value"].std(ddof=0)), 4),
-                "summary": MetadataValue.md(markdown_table(report.summary)),
+                "hmg_emo_weighted_f1_std": round(float(f1["value"].std(ddof=1) or 0.0), 4),
+                "summary": MetadataValue.md(report.markdown()),
                 "training_curves": MetadataValue.md(png_markdown(report.curves, "curves")),
                 "confusion_matrix": MetadataValue.md(png_markdown(report.confusion, "matrix")),
                 "report": paths.relative(document),
                 "split": SPLIT_NOTE,
             },
         )
+
+
+def trained_model_metadata(result: "CrossValidation", device: str) -> dict:
+    """The kept fold's own numbers (``kept_fold_*``: one run, chosen on validation weighted F1)
+    next to the cross-validated ones over every run (``cv_*``: mean, sample std, 95% t
+    interval), and both side by side as a table."""
+    from hmg_pipeline.model.reports import cross_validated_numbers, kept_and_cross_validated
+
+    best = result.best
+    metadata = {"kept_fold": best.fold, "kept_fold_best_epoch": best.best_epoch, "device": device}
+    metadata["kept_fold_val_weighted_f1"] = round(best.best_val_f1, 4)
+    metadata.update({f"kept_fold_test_{k}": round(v, 4) for k, v in best.test_metrics.items()})
+    metadata.update(cross_validated_numbers(result))
+    metadata["kept_fold_vs_cross_validated"] = MetadataValue.md(
+        markdown_table(kept_and_cross_validated(result))
+    )
+    return metadata
 
 
 @asset(

@@ -110,20 +110,23 @@ def raw_users(
     raw_contacts: pl.DataFrame,
     raw_group_members: pl.DataFrame,
     raw_users_table: pl.DataFrame,
+    raw_images: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Every user id seen in a user column of any table, plus the optional users table."""
+    """Every user id seen in a user column of any table (image owners included), plus the
+    optional users table, with flags saying where each was seen."""
     users = cleaning.collect_users(
         views=raw_views,
         contacts=raw_contacts,
         group_members=raw_group_members,
         users=raw_users_table,
+        images=raw_images,
     )
     context.add_output_metadata(
         {
             "dagster/row_count": users.height,
             **{
                 f"users_{flag}": int(users[flag].sum())
-                for flag in ("in_views", "in_contacts", "in_groups", "in_users_table")
+                for flag in ("in_views", "in_contacts", "in_groups", "in_users_table", "in_images")
             },
         }
     )

@@ -62,7 +62,7 @@ DROP_SCHEMA: dict[str, pl.DataType] = {
 DROP_RULES: tuple[str, ...] = ("image_gone", "unknown", "multi_label", "duplicate")
 NUMERIC_VIEW_COLUMNS: tuple[str, ...] = ("valence", "arousal", "dominance")
 NAME_MAX_BYTES = 255  # one path component, on Linux and macOS file systems
-_UNIX_SECONDS = re.compile(r"^[+-]?\d+(\.\d+)?$")
+_UNIX_SECONDS = re.compile(r"^[+-]?[0-9]+(\.[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -78,23 +78,41 @@ def is_missing(value: str | None) -> bool:
     return value is None or not value.strip()
 
 
+class TimeOutOfRange(ValueError):
+    """A well-formed time that has no UTC datetime (before year 1 or after 9999 in UTC)."""
+
+
 def parse_timestamp(value: str) -> datetime:
-    """Parse ISO-8601 or Unix seconds into a naive UTC datetime; ValueError if neither."""
+    """Parse ISO-8601 or Unix seconds into a naive UTC datetime; ValueError if neither, and
+    :class:`TimeOutOfRange` (a ValueError) for a time that UTC cannot hold, such as
+    ``9999-12-31T23:59:59-01:00``."""
     text = value.strip()
     if _UNIX_SECONDS.match(text):
         try:
             return datetime.fromtimestamp(float(text), tz=UTC).replace(tzinfo=None)
-        except (OverflowError, OSError) as error:  # beyond the platform's time_t
-            raise ValueError(f"Unix seconds {text!r} out of range ({error})") from None
+        except (OverflowError, OSError, ValueError) as error:  # beyond the platform's time_t
+            raise TimeOutOfRange(f"Unix seconds out of range ({error})") from None
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # the offset moves it past year 1 or 9999
+            raise TimeOutOfRange("out of range in UTC (years 1 to 9999)") from None
     return parsed
 
 
+# A plain decimal or scientific number: no underscores (Python literal syntax), no NaN or
+# infinity, no hex, no non-ASCII digits, all of which float() would accept.
+_PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
 def parse_number(value: str) -> float:
-    """Parse a finite float; ValueError otherwise (NaN and infinities are not data)."""
-    number = float(value.strip())
+    """Parse a plain, finite decimal or scientific number (``2.5``, ``-1e3``); ValueError
+    otherwise (``1_000``, ``NaN``, infinities and overflow such as ``1e999`` are not data)."""
+    text = value.strip()
+    if not _PLAIN_NUMBER.fullmatch(text):
+        raise ValueError(f"{value!r} is not a plain decimal number")
+    number = float(text)
     if not math.isfinite(number):
         raise ValueError(f"{value!r} is not finite")
     return number
@@ -129,7 +147,7 @@ def image_file_problem(raw_dir: Path, file: str) -> str | None:
     try:
         resolved = (root / relative).resolve()
         if not resolved.is_relative_to(root):
-            return f"file path {file!r} escapes the raw directory"
+            return _escape_reason(root, relative, file)
         mode = resolved.stat().st_mode
     except RuntimeError:  # Python < 3.13 reports a symlink loop in resolve() this way
         return f"file path {file!r} is a symlink loop"
@@ -142,6 +160,25 @@ def image_file_problem(raw_dir: Path, file: str) -> str | None:
     if not stat.S_ISREG(mode):
         return f"file path {file!r} is not a regular file ({_file_kind(mode)})"
     return None
+
+
+def _escape_reason(root: Path, relative: Path, file: str) -> str:
+    """Why a path that resolves outside ``root`` does: the first symlink on the way that leads
+    outside (the path itself may look harmless, e.g. ``images`` links to another disk), or
+    just that it escapes (``..``). Files outside the raw directory are refused on purpose: the
+    raw directory is the whole input, so nothing outside it is read through a path in a table."""
+    current = root
+    for part in relative.parts:
+        if part == "..":
+            break
+        current = current / part
+        if current.is_symlink() and not current.resolve().is_relative_to(root):
+            link = current.relative_to(root).as_posix()
+            return (
+                f"file path {file!r} escapes the raw directory (it resolves outside it through "
+                f"symlink {link!r} -> {os.readlink(current)!r})"
+            )
+    return f"file path {file!r} escapes the raw directory"
 
 
 def _os_reason(error: OSError) -> str:
@@ -179,6 +216,8 @@ def time_problem(row: dict[str, str | None], column: str) -> Problem | None:
         return None
     try:
         parse_timestamp(value)  # type: ignore[arg-type]
+    except TimeOutOfRange as error:
+        return Problem(column, f"unparseable time {value!r}: {error}")
     except ValueError:
         return Problem(column, f"unparseable time {value!r} (expected ISO-8601 or Unix seconds)")
     return None
@@ -599,17 +638,19 @@ def collect_users(
     contacts: pl.DataFrame,
     group_members: pl.DataFrame,
     users: pl.DataFrame,
+    images: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Every user id seen in a user column, with where it was seen.
-
-    Interpretation: image owners (``images.owner_id``) are not made users; the contract's user
-    columns are views.user_id, contacts.user_id/contact_id, group_members.user_id, users.user_id.
-    """
+    """Every user id seen in a user column, with where it was seen: views.user_id,
+    contacts.user_id/contact_id, group_members.user_id, users.user_id and images.owner_id
+    (``in_images``: uploaders, user nodes in the paper). Which of them become graph nodes is
+    the graph's choice (:func:`hmg_pipeline.core.graph.node_users`)."""
+    owners = images["owner_id"] if images is not None else pl.Series("owner_id", [], pl.String)
     sources = {
         "in_views": [views["user_id"]],
         "in_contacts": [contacts["user_id"], contacts["contact_id"]],
         "in_groups": [group_members["user_id"]],
         "in_users_table": [users["user_id"]],
+        "in_images": [owners],
     }
     frames = [
         pl.DataFrame({"user_id": series.drop_nulls().unique()}).with_columns(

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -82,22 +82,37 @@ class ImageDecodeError(ValueError):
 
 
 def decode_image(data: bytes) -> Image.Image:
-    """Decode image bytes to RGB; a clear ImageDecodeError for anything unreadable."""
+    """Decode image bytes to upright RGB (the EXIF orientation applied, as viewers show the
+    photo); a clear ImageDecodeError for anything unreadable."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return to_rgb(image)
+            return to_rgb(ImageOps.exif_transpose(image))
     except ImageDecodeError:
         raise
     except Exception as error:  # PIL raises many types for bad files
-        raise ImageDecodeError(f"cannot decode image: {type(error).__name__}: {error}") from None
+        raise ImageDecodeError(
+            f"cannot decode image: {type(error).__name__}: {_stable_message(error)}"
+        ) from None
+
+
+# A Python object's default repr, e.g. ``<_io.BytesIO object at 0x7fc2...>``.
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _stable_message(error: Exception) -> str:
+    """The library's message without object reprs, whose memory addresses change on every
+    run (PIL: ``cannot identify image file <_io.BytesIO object at 0x...>``), so that a stored
+    reason is the same for the same file."""
+    return _OBJECT_REPR.sub("", str(error)).strip()
 
 
 # Part of every image encoder's cache identity: bump it when decoding changes the pixels an
-# encoder sees (v2: 16-bit grey is scaled, not clipped), so stale cached vectors are not reused.
-DECODER_VERSION = "decode-v2"
+# encoder sees (v2: 16-bit grey is scaled, not clipped; v3: the EXIF orientation is applied),
+# so stale cached vectors are not reused.
+DECODER_VERSION = "decode-v3"
 # Single-channel modes wider than 8 bits: PIL's convert("RGB") clips them at 255 instead of
 # scaling, which turns a 16-bit PNG almost white.
 _WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")

@@ -3,14 +3,15 @@
 Nodes: ``user`` (x = user-context embedding, Eq. 1) and ``image`` (x = image embedding).
 Edges: (user, views, image) with ``edge_attr`` = comment embedding and ``edge_label`` = emotion
 index; its reverse (image, rev_views, user) with the same ``edge_attr`` and no label; and
-(user, connects, user) in both directions without attributes. Every user the raw data knows is
-a node, including users seen only as contacts or group members. Edges whose image could not be
-embedded are left out (rule ``image_unreadable``) and counted.
+(user, connects, user) in both directions without attributes. User nodes are the paper's
+(uploaders and viewers) or every user the raw data knows (:func:`node_users`). Edges whose
+image could not be embedded are left out (rule ``image_unreadable``) and counted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -46,6 +47,20 @@ class GraphStats:
                 f"{self.user_image_edges:,} |",
             ]
         )
+
+
+UserNodes = Literal["uploaders_and_viewers", "all_known"]
+
+
+def node_users(users: pl.DataFrame, definition: UserNodes) -> pl.DataFrame:
+    """The rows of ``users`` (``raw_users``, with its ``in_*`` flags) that become user nodes.
+    ``uploaders_and_viewers``: the paper's user nodes ("uploaders, viewers, or both");
+    ``all_known``: every user any table names (contacts and group members too)."""
+    if definition == "all_known":
+        return users
+    if definition != "uploaders_and_viewers":
+        raise ValueError(f"user_nodes={definition!r}: uploaders_and_viewers or all_known")
+    return users.filter(pl.col("in_views") | pl.col("in_images"))
 
 
 def _matrix(frame: pl.DataFrame, column: str = "vector") -> np.ndarray:
@@ -137,23 +152,34 @@ def build_hetero_graph(
 
 class NonEdgeSampler:
     """Uniform (user, image) pairs that are not user-image edges of the graph: the negatives of
-    the paper's negative-sampling experiment (Table V). Existing pairs are kept as sorted codes
+    the paper's negative-sampling experiment (Table V). Users are drawn from ``users`` (default:
+    every user; Table V draws from users with at least one view, since a user without views
+    would make ``none`` trivially separable). Existing pairs are kept as sorted codes
     ``user * num_images + image``; draws that hit one are rejected and redrawn."""
 
-    def __init__(self, edge_index: np.ndarray, num_users: int, num_images: int) -> None:
+    def __init__(
+        self,
+        edge_index: np.ndarray,
+        num_users: int,
+        num_images: int,
+        users: np.ndarray | None = None,
+    ) -> None:
         self.num_users = num_users
         self.num_images = num_images
+        self.users = np.arange(num_users) if users is None else np.unique(users).astype(np.int64)
         self.existing = np.unique(edge_index[0].astype(np.int64) * num_images + edge_index[1])
-        if len(self.existing) >= num_users * num_images:
+        possible = np.isin(self.existing // num_images, self.users).sum()
+        if possible >= len(self.users) * num_images:
             raise ValueError("every user-image pair is an edge: there is no negative to sample")
 
     def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """``count`` non-edges as a (2, count) array of (user index, image index)."""
-        total = self.num_users * self.num_images
         chosen: list[np.ndarray] = []
         needed = count
         while needed > 0:
-            draws = rng.integers(0, total, size=max(2 * needed, 16))
+            size = max(2 * needed, 16)
+            users = self.users[rng.integers(0, len(self.users), size=size)]
+            draws = users * self.num_images + rng.integers(0, self.num_images, size=size)
             position = np.searchsorted(self.existing, draws).clip(max=len(self.existing) - 1)
             fresh = draws[self.existing[position] != draws] if len(self.existing) else draws
             chosen.append(fresh[:needed])

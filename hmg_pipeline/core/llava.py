@@ -14,6 +14,12 @@ Decoding is greedy (temperature 0), so a generation is a function of the backend
 and its output settings (the cache's "model" names them: max_new_tokens, dtype), the prompt and
 the image, and is cached under that key; diversity comes from the synonyms. The prompt wording
 and the synonym lists are ours (the paper does not publish its prompt).
+
+Prompt kinds: ``emotion`` is the paper's prompt above; ``neutral`` (one prompt naming no
+emotion, so one generation per image) feeds the leak-free Table III variant, whose validation
+and test edges must not see their label. Both are generated for every edge without a comment
+and sit side by side in the tables: the emotion kind keeps the bare column names (``prompt``,
+``comment``, ``status``; ``source``, ``vector``), the neutral kind's are prefixed ``neutral_``.
 """
 
 from __future__ import annotations
@@ -62,6 +68,23 @@ PROMPT_TEMPLATE = (
     "Write the short comment (one or two sentences) you would post under the photo, "
     "expressing that feeling in your own words."
 )
+
+
+# Names no emotion (checked against EMOTION_SYNONYMS by the tests); otherwise worded like
+# PROMPT_TEMPLATE, so the two kinds differ only by the emotion clause.
+NEUTRAL_PROMPT = (
+    "You are a Flickr user looking at this photo. Write the short comment (one or two "
+    "sentences) you would post under the photo, expressing in your own words how it makes "
+    "you feel."
+)
+PROMPT_KINDS: tuple[str, ...] = ("emotion", "neutral")
+
+
+def kind_column(kind: str, name: str) -> str:
+    """The column ``name`` of a prompt kind: bare for ``emotion``, ``neutral_name`` else."""
+    if kind not in PROMPT_KINDS:
+        raise ValueError(f"unknown prompt kind {kind!r}; known: {PROMPT_KINDS}")
+    return name if kind == "emotion" else f"{kind}_{name}"
 
 
 class LlavaUnavailable(RuntimeError):
@@ -428,8 +451,9 @@ def generate_with_cache(
 def generation_plan(
     clean_labels: pl.DataFrame, image_sha: dict[str, str], seed: int
 ) -> pl.DataFrame:
-    """One row per clean edge without comment text: its emotion, the seeded synonym, the prompt
-    and the sha256 of its image (null when the image could not be embedded, i.e. read)."""
+    """One row per clean edge without comment text: its emotion, the seeded synonym, the
+    emotion prompt, the neutral prompt and the sha256 of its image (null when the image could
+    not be embedded, i.e. read)."""
     from hmg_pipeline.core.encoders import normalise_text
 
     missing = clean_labels.filter(
@@ -439,6 +463,7 @@ def generation_plan(
     return missing.with_columns(
         pl.Series("synonym", synonyms, dtype=pl.String),
         pl.Series("prompt", [prompt_for(s) for s in synonyms], dtype=pl.String),
+        pl.lit(NEUTRAL_PROMPT, dtype=pl.String).alias(kind_column("neutral", "prompt")),
         pl.col("image_id")
         .replace_strict(image_sha, default=None, return_dtype=pl.String)
         .alias("image_sha"),
@@ -446,8 +471,30 @@ def generation_plan(
 
 
 def generation_keys(plan: pl.DataFrame) -> list[tuple[str, str]]:
-    """The (prompt, image_sha) cache keys of the plan's rows that have a readable image."""
-    return list(plan.filter(pl.col("image_sha").is_not_null()).select("prompt", "image_sha").rows())
+    """The (prompt, image_sha) cache keys of the plan's rows that have a readable image, every
+    prompt kind's (emotion first; repeated keys are generated once)."""
+    readable = plan.filter(pl.col("image_sha").is_not_null())
+    return [
+        key
+        for kind in PROMPT_KINDS
+        for key in readable.select(kind_column(kind, "prompt"), "image_sha").rows()
+    ]
+
+
+def generation_status(comment: str, model: str | None) -> pl.Expr:
+    """generated, empty (the model returned no text), image_unreadable, or skipped (no
+    backend: ``model`` is None), from a row's image_sha and its ``comment`` column."""
+    from hmg_pipeline.core.encoders import normalise_text
+
+    return (
+        pl.when(pl.col("image_sha").is_null())
+        .then(pl.lit("image_unreadable"))
+        .when(pl.lit(model is None))
+        .then(pl.lit("skipped"))
+        .when(pl.col(comment).map_elements(normalise_text, return_dtype=pl.String).is_null())
+        .then(pl.lit("empty"))
+        .otherwise(pl.lit("generated"))
+    )
 
 
 def with_generations(
@@ -457,10 +504,8 @@ def with_generations(
     backend: str,
     model: str | None,
 ) -> pl.DataFrame:
-    """The plan with each row's ``comment`` and ``status``: generated, empty (the model returned
-    no text), image_unreadable, or skipped (no backend: ``model`` is None)."""
-    from hmg_pipeline.core.encoders import normalise_text
-
+    """The plan with each row's comment and status per prompt kind (``comment``/``status``,
+    ``neutral_comment``/``neutral_status``): see ``generation_status``."""
     generations = pl.DataFrame(
         {
             "prompt": [prompt for prompt, _ in keys],
@@ -469,19 +514,17 @@ def with_generations(
         },
         schema={"prompt": pl.String, "image_sha": pl.String, "comment": pl.String},
     ).unique(["prompt", "image_sha"])
-    return plan.join(
-        generations, on=["prompt", "image_sha"], how="left", maintain_order="left"
-    ).with_columns(
-        pl.when(pl.col("image_sha").is_null())
-        .then(pl.lit("image_unreadable"))
-        .when(pl.lit(model is None))
-        .then(pl.lit("skipped"))
-        .when(pl.col("comment").map_elements(normalise_text, return_dtype=pl.String).is_null())
-        .then(pl.lit("empty"))
-        .otherwise(pl.lit("generated"))
-        .alias("status"),
-        pl.lit(backend).alias("backend"),
-        pl.lit(model, dtype=pl.String).alias("model"),
+    table = plan
+    for kind in PROMPT_KINDS:
+        prompt, comment = kind_column(kind, "prompt"), kind_column(kind, "comment")
+        table = table.join(
+            generations.rename({"prompt": prompt, "comment": comment}),
+            on=[prompt, "image_sha"],
+            how="left",
+            maintain_order="left",
+        ).with_columns(generation_status(comment, model).alias(kind_column(kind, "status")))
+    return table.with_columns(
+        pl.lit(backend).alias("backend"), pl.lit(model, dtype=pl.String).alias("model")
     )
 
 
@@ -495,10 +538,11 @@ def comment_plan(
     batch_size: int,
     log: Callable[[str], None],
 ) -> tuple[pl.DataFrame, GenerationResult]:
-    """Generate (or reuse from the cache) a comment for every row of ``plan`` that has a
-    readable image, and return the plan with comments and statuses. ``model`` names the model
-    in the table; None (with ``make_generator`` None) means no backend: every row with an image
-    is ``skipped``. ``identity`` (backend, model and output settings) keys the cache."""
+    """Generate (or reuse from the cache) a comment per prompt kind for every row of ``plan``
+    that has a readable image, and return the plan with comments and statuses. ``model`` names
+    the model in the table; None (with ``make_generator`` None) means no backend: every row
+    with an image is ``skipped``. ``identity`` (backend, model and output settings) keys the
+    cache."""
     from hmg_pipeline.core.progress import Progress
 
     keys = generation_keys(plan)
@@ -522,32 +566,40 @@ def comment_plan(
 
 def comments_to_embed(
     comment_embeddings: pl.DataFrame, llava_comments: pl.DataFrame
-) -> tuple[pl.DataFrame, list[str | None]]:
-    """Each clean edge (in ``comment_embeddings``' order) with its generated comment, and the
-    text to embed: the LLaVA comment of an edge that has no real comment, else None."""
+) -> tuple[pl.DataFrame, dict[str, list[str | None]]]:
+    """Each clean edge (in ``comment_embeddings``' order) with its generated comments, and per
+    prompt kind the texts to embed: the kind's LLaVA comment of an edge that has no real
+    comment (and a ``generated`` one), else None."""
     from hmg_pipeline.core.encoders import normalise_text
 
-    generated = llava_comments.filter(pl.col("status") == "generated").select(
-        "user_id", "image_id", "comment", pl.format("{}/{}", "backend", "model").alias("generator")
+    generated = llava_comments.select(
+        "user_id",
+        "image_id",
+        *(
+            pl.when(pl.col(kind_column(kind, "status")) == "generated")
+            .then(pl.col(kind_column(kind, "comment")))
+            .alias(kind_column(kind, "comment"))
+            for kind in PROMPT_KINDS
+        ),
+        pl.format("{}/{}", "backend", "model").alias("generator"),
     )
     edges = comment_embeddings.join(
         generated, on=["user_id", "image_id"], how="left", maintain_order="left"
     )
-    texts = [
-        None if has else normalise_text(comment)
-        for has, comment in edges.select("has_comment", "comment").iter_rows()
-    ]
+    texts = {
+        kind: [
+            None if has else normalise_text(comment)
+            for has, comment in edges.select("has_comment", kind_column(kind, "comment")).rows()
+        ]
+        for kind in PROMPT_KINDS
+    }
     return edges, texts
 
 
-def augmented_comment_table(
-    edges: pl.DataFrame, llava_vectors: np.ndarray, embedded: list[bool]
-) -> pl.DataFrame:
-    """Augmented features per edge: the real comment's vector, else the LLaVA comment's
-    (``embedded``), else the missing-comment fill; ``source`` says which (original, llava,
-    fill) and ``generator`` names the backend/model of a LLaVA comment."""
-    from hmg_pipeline.core.features import vector_column
-
+def augmented_vectors(
+    edges: pl.DataFrame, llava_vectors: np.ndarray, embedded: Sequence[bool]
+) -> np.ndarray:
+    """The real comment's vector per edge, replaced by the LLaVA comment's where ``embedded``."""
     original = edges["vector"].to_numpy().reshape(edges.height, -1)
     if original.shape[1] != llava_vectors.shape[1]:
         raise ValueError(
@@ -557,21 +609,39 @@ def augmented_comment_table(
     vectors = llava_vectors.copy()
     kept = ~np.asarray(embedded, dtype=bool)
     vectors[kept] = original[kept]
-    source = (
+    return vectors
+
+
+def augmented_comment_table(
+    edges: pl.DataFrame, embeddings: dict[str, tuple[np.ndarray, Sequence[bool]]]
+) -> pl.DataFrame:
+    """Augmented features per edge and prompt kind (``embeddings``: the kind's LLaVA vectors
+    and which were embedded): the real comment's vector, else the kind's LLaVA comment's, else
+    the missing-comment fill; ``source``/``neutral_source`` say which (original, llava, fill)
+    and ``generator`` names the backend/model of an edge with a LLaVA comment."""
+    from hmg_pipeline.core.features import vector_column
+
+    flags = {kind: f"embedded_{kind}" for kind in PROMPT_KINDS}
+    table = edges.with_columns(
+        pl.Series(flags[kind], embeddings[kind][1], dtype=pl.Boolean) for kind in PROMPT_KINDS
+    )
+    sources = [
         pl.when(pl.col("has_comment"))
         .then(pl.lit("original"))
-        .when(pl.col("embedded_llava"))
+        .when(pl.col(flags[kind]))
         .then(pl.lit("llava"))
         .otherwise(pl.lit("fill"))
-    )
-    return (
-        edges.with_columns(pl.Series("embedded_llava", embedded, dtype=pl.Boolean))
-        .select(
-            "user_id",
-            "image_id",
-            "has_comment",
-            source.alias("source"),
-            pl.when(pl.col("embedded_llava")).then(pl.col("generator")).alias("generator"),
-        )
-        .with_columns(vector_column("vector", vectors))
+        .alias(kind_column(kind, "source"))
+        for kind in PROMPT_KINDS
+    ]
+    any_llava = pl.any_horizontal(*(pl.col(flag) for flag in flags.values()))
+    return table.select(
+        "user_id",
+        "image_id",
+        "has_comment",
+        *sources,
+        pl.when(any_llava).then(pl.col("generator")).alias("generator"),
+    ).with_columns(
+        vector_column(kind_column(kind, "vector"), augmented_vectors(edges, *embeddings[kind]))
+        for kind in PROMPT_KINDS
     )

@@ -59,9 +59,11 @@ def confusion_matrix_plot(matrix: np.ndarray, class_names: Sequence[str], title:
 
 
 def grouped_bars(
-    groups: dict[str, list[tuple[str, float, float]]], metric: str = "test weighted F1"
+    groups: dict[str, list[tuple[str, Sequence[float], float | None]]],
+    metric: str = "test weighted F1",
 ) -> bytes:
-    """One panel per group (a paper table): a bar per row with its mean and std error bar."""
+    """One panel per group (a paper table): a bar per row with its mean over runs and a sample
+    std (ddof=1) error bar, and the paper's reported mean (when given) as a black tick."""
     groups = {name: rows for name, rows in groups.items() if rows}
     figure, axes = plt.subplots(
         1,
@@ -71,16 +73,25 @@ def grouped_bars(
         sharey=True,
     )
     for axis, (name, rows) in zip(axes[0], groups.items(), strict=False):
-        labels = [label for label, _, _ in rows]
+        values = [np.asarray(runs, dtype=float) for _, runs, _ in rows]
+        stds = [float(v.std(ddof=1)) if len(v) > 1 else 0.0 for v in values]
         axis.bar(
             range(len(rows)),
-            [mean for _, mean, _ in rows],
-            yerr=[std for _, _, std in rows],
+            [float(v.mean()) for v in values],
+            yerr=stds,
             capsize=4,
             color="#4c72b0",
+            label="this pipeline",
         )
-        axis.set_xticks(range(len(rows)), labels, rotation=30, ha="right", fontsize=8)
+        paper = [(k, mean) for k, (_, _, mean) in enumerate(rows) if mean is not None]
+        if paper:
+            axis.scatter(*zip(*paper, strict=True), marker="_", s=400, color="black", zorder=3)
+            axis.scatter([], [], marker="_", color="black", label="paper (reported)")
+            axis.legend(fontsize=7, loc="upper right")
+        axis.set_xticks(
+            range(len(rows)), [label for label, _, _ in rows], rotation=30, ha="right", fontsize=8
+        )
         axis.set(title=name, ylim=(0, 1))
         axis.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel(f"{metric} (mean ± std over folds)")
+    axes[0][0].set_ylabel(f"{metric} (mean ± std, ddof=1)")
     return _png(figure)

@@ -10,6 +10,7 @@ error messages count rows the same way and name the row that ``source_row`` woul
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -73,6 +74,9 @@ REQUESTS = TableSpec("requests", ("user_id", "image_id"), table_optional=True)
 
 def find_table_file(raw_dir: Path, spec: TableSpec) -> Path | None:
     """Return the file holding ``spec`` (csv or parquet), None if absent and allowed to be."""
+    if not raw_dir.is_dir():
+        state = "is not a directory" if raw_dir.exists() else "does not exist"
+        raise ContractError(f"raw directory {raw_dir} {state}")
     candidates = [raw_dir / f"{spec.name}.{ext}" for ext in ("csv", "parquet")]
     present = [path for path in candidates if path.is_file()]
     if len(present) > 1:
@@ -113,7 +117,10 @@ def read_raw_table(
             f"{path}: required column(s) {', '.join(repr(c) for c in missing)} missing "
             f"(found: {', '.join(frame.columns) or 'no columns'})"
         )
+    _check_column_types(path, frame, spec)
+    frame = _decimal_ids_as_integers(path, frame, spec, notes)
     frame = _float_ids_as_integers(path, frame, spec, notes)
+    frame = _float_nan_as_null(frame, spec)
     frame = frame.with_columns(
         [pl.lit(None, dtype=pl.String).alias(c) for c in spec.optional if c not in frame.columns]
     )
@@ -176,6 +183,94 @@ def _trim_column_names(path: Path, frame: pl.DataFrame, notes: list[str]) -> pl.
     return frame.rename(renames)
 
 
+def _is_text_like(dtype: pl.DataType) -> bool:
+    """Whether a stored Parquet type casts faithfully to text: text, numbers, booleans, times.
+
+    Binary is text-like too, when its bytes are UTF-8 (checked by :func:`_check_binary`)."""
+    if isinstance(dtype, pl.Duration):
+        return False
+    return (
+        dtype.is_numeric()
+        or dtype.is_temporal()
+        or isinstance(dtype, (pl.String, pl.Boolean, pl.Categorical, pl.Enum, pl.Null, pl.Binary))
+    )
+
+
+def _check_column_types(path: Path, frame: pl.DataFrame, spec: TableSpec) -> None:
+    """Refuse a contract column whose stored type has no faithful text form (list, struct,
+    duration, binary that is not UTF-8), naming the file and column: polars' cast error would
+    name neither. Columns outside the contract are not read, so any type is fine there."""
+    for name in spec.columns:
+        if name not in frame.columns:
+            continue
+        dtype = frame.schema[name]
+        if not _is_text_like(dtype):
+            raise ContractError(
+                f"{path}: column {name!r} has type {dtype}; contract columns must be text, "
+                "numbers, booleans or times"
+            )
+        if isinstance(dtype, pl.Binary):
+            _check_binary(path, frame[name])
+
+
+def _check_binary(path: Path, column: pl.Series) -> None:
+    """A Binary column is read as text only when every value is UTF-8; else name the first
+    data row that is not."""
+    for index, value in enumerate(column):
+        if value is None:
+            continue
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ContractError(
+                f"{path}: data row {index + 1}, column {column.name!r} is binary and not valid "
+                f"UTF-8 (byte offset {error.start}); the contract requires UTF-8 text"
+            ) from None
+
+
+# A Decimal rendered as text with an all-zero fractional part: ``5001091309.00``.
+_INTEGRAL_DECIMAL = re.compile(r"^([+-]?\d+)(\.0*)?$")
+
+
+def _decimal_ids_as_integers(
+    path: Path, frame: pl.DataFrame, spec: TableSpec, notes: list[str]
+) -> pl.DataFrame:
+    """Read Decimal id columns as integer strings: ``5001091309.00`` becomes ``'5001091309'``.
+
+    A Decimal with a scale prints its zeros (``'5001091309.00'``), which would never match the
+    same id written elsewhere; as for float ids, a value with a fractional part is not an id
+    (ContractError naming row and column) and each converted column adds a note.
+    """
+    for name in spec.columns:
+        if not (name.endswith("_id") and name in frame.columns):
+            continue
+        column = frame[name]
+        if not column.dtype.is_decimal():
+            continue
+        texts = column.cast(pl.String)
+        ids = texts.str.extract(_INTEGRAL_DECIMAL.pattern, 1)
+        bad = (texts.is_not_null() & ids.is_null()).arg_true()
+        if bad.len():
+            index = int(bad[0])
+            raise ContractError(
+                f"{path}: data row {index + 1}, column {name!r}: id {texts[index]!r} is a "
+                "decimal with a fractional part; write ids as strings or int64"
+            )
+        notes.append(_converted_id_note(path, column, ids.rename(name)))
+        frame = frame.with_columns(ids.rename(name))
+    return frame
+
+
+def _float_nan_as_null(frame: pl.DataFrame, spec: TableSpec) -> pl.DataFrame:
+    """NaN in a float contract column becomes null, i.e. missing: pandas writes a missing
+    number as NaN, and read as the text ``'NaN'`` it would quarantine the row. Only stored
+    floats are changed; the text ``nan`` in a CSV file is text, not a float's missing value,
+    and stays an unparseable number."""
+    floats = [name for name in spec.columns if name in frame.columns]
+    floats = [name for name in floats if frame.schema[name].is_float()]
+    return frame.with_columns(pl.col(floats).fill_nan(None)) if floats else frame
+
+
 def _float_ids_as_integers(
     path: Path, frame: pl.DataFrame, spec: TableSpec, notes: list[str]
 ) -> pl.DataFrame:
@@ -189,7 +284,7 @@ def _float_ids_as_integers(
         if name.endswith("_id") and name in frame.columns and frame.schema[name].is_float():
             column = frame[name]
             ids = _integral_ids(path, column)
-            notes.append(_float_id_note(path, column, ids))
+            notes.append(_converted_id_note(path, column, ids))
             frame = frame.with_columns(ids)
     return frame
 
@@ -219,8 +314,9 @@ def _integral_ids(path: Path, column: pl.Series) -> pl.Series:
     return values.cast(pl.Int64).cast(pl.String)
 
 
-def _float_id_note(path: Path, column: pl.Series, ids: pl.Series) -> str:
-    """One line saying that a float id column was read as integers, with an example."""
+def _converted_id_note(path: Path, column: pl.Series, ids: pl.Series) -> str:
+    """One line saying that a float or decimal id column was read as integers, with an
+    example."""
     present = ids.is_not_null()
     example = ""
     if present.any():
@@ -250,6 +346,7 @@ def _read_parquet(path: Path) -> pl.DataFrame:
 def _read_csv(path: Path) -> pl.DataFrame:
     """The CSV file, every column as a string, after its structure was checked row by row."""
     data = path.read_bytes()
+    _check_not_utf16(path, data)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -265,6 +362,19 @@ def _read_csv(path: Path) -> pl.DataFrame:
             f"{data_rows}, so row numbers would not match the file; use \\n or \\r\\n line endings"
         )
     return frame
+
+
+def _check_not_utf16(path: Path, data: bytes) -> None:
+    """Refuse a UTF-16 (or UTF-32) file with a message that says so: without a byte order
+    mark its ASCII text is valid UTF-8 with a NUL after each letter, and the csv walk would
+    report a puzzling field count instead. A NUL byte never belongs in a UTF-8 header."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        reason = "a UTF-16 byte order mark"
+    elif b"\x00" in data.split(b"\n", 1)[0]:
+        reason = "NUL bytes in the header"
+    else:
+        return
+    raise ContractError(f"{path}: looks like UTF-16 ({reason}); the contract requires UTF-8")
 
 
 def _check_csv_structure(path: Path, text: str) -> int:

@@ -1,15 +1,20 @@
-"""80:10:10 splits of the labelled edges, stratified by class, one per fold seed.
+"""Splits of the labelled edges into train / validation / test, stratified by class.
 
-As in the paper, the split is transductive: every edge (its structure and comment features)
-takes part in message passing in every fold; only the labels of validation and test edges are
-never used for training.
+Two schemes (``TrainConfig.split``): ``repeated``, the paper's protocol, draws ``folds``
+independent 80:10:10 splits (seeds seed, seed + 1, ...; their test sets overlap, so this is
+not k-fold); ``kfold`` is stratified k-fold (disjoint test sets covering every edge, validation
+= the next fold, training = the rest). How held-out edges take part in message passing is
+``TrainConfig.message_passing``, not the split's business.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+
+Scheme = Literal["repeated", "kfold"]
 
 
 @dataclass(frozen=True)
@@ -47,17 +52,53 @@ def stratified_split(
     )
 
 
-def fold_splits(labels: np.ndarray, folds: int, base_seed: int) -> list[Split]:
-    """``folds`` independent stratified splits (seeds base_seed, base_seed + 1, ...); a clear
-    error when there are too few labelled edges for a non-empty train, validation and test set."""
-    splits = [stratified_split(labels, base_seed + fold, fold) for fold in range(folds)]
+def kfold_splits(labels: np.ndarray, k: int, seed: int) -> list[Split]:
+    """Stratified k-fold: each class is shuffled (seeded) and dealt round-robin to k parts, so
+    the parts are disjoint, cover every edge and hold each class within one edge of n/k. Fold i
+    tests on part i, validates on part i + 1 (mod k) and trains on the rest."""
+    if k < 3:
+        raise ValueError(f"k-fold needs k >= 3 (test, validation and training parts), got {k}")
+    rng = np.random.default_rng(seed)
+    order = np.concatenate(
+        [np.empty(0, dtype=np.int64)]
+        + [rng.permutation(np.flatnonzero(labels == label)) for label in np.unique(labels)]
+    )
+    part = np.empty(len(labels), dtype=np.int64)
+    part[order] = np.arange(len(order)) % k
+    splits = []
+    for fold in range(k):
+        val_part = (fold + 1) % k
+        train = np.flatnonzero((part != fold) & (part != val_part))
+        val, test = np.flatnonzero(part == val_part), np.flatnonzero(part == fold)
+        splits.append(Split(fold=fold, seed=seed, train=train, val=val, test=test))
+    return splits
+
+
+def make_splits(
+    labels: np.ndarray, folds: int, seed: int, scheme: Scheme = "repeated"
+) -> list[Split]:
+    """The evaluation splits of ``scheme`` (see the module docstring); a clear error when there
+    are too few labelled edges for a non-empty train, validation and test set."""
+    if scheme == "repeated":
+        splits = [stratified_split(labels, seed + fold, fold) for fold in range(folds)]
+        what, hint = "80:10:10", "a class needs at least 3 edges"
+    elif scheme == "kfold":
+        splits = kfold_splits(labels, folds, seed)
+        what, hint = f"into {folds} folds", f"k-fold needs at least {folds} edges"
+    else:
+        raise ValueError(f"split scheme {scheme!r}: repeated or kfold")
     for split in splits:
         sizes = {"train": len(split.train), "validation": len(split.val), "test": len(split.test)}
         empty = [name for name, size in sizes.items() if size == 0]
         if empty:
             raise ValueError(
-                f"too few labelled edges to split 80:10:10: {len(labels)} edge(s) in "
+                f"too few labelled edges to split {what}: {len(labels)} edge(s) in "
                 f"{len(np.unique(labels))} class(es) leave the {' and '.join(empty)} set(s) "
-                f"empty in fold {split.fold + 1} ({sizes}); a class needs at least 3 edges"
+                f"empty in fold {split.fold + 1} ({sizes}); {hint}"
             )
     return splits
+
+
+def fold_splits(labels: np.ndarray, folds: int, base_seed: int) -> list[Split]:
+    """``folds`` repeated stratified 80:10:10 splits (seeds base_seed, base_seed + 1, ...)."""
+    return make_splits(labels, folds, base_seed, "repeated")

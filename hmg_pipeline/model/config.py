@@ -26,6 +26,20 @@ class ModelConfig(BaseModel):
     backbone: Backbone = Field(default="gat", description="gat (HMG-Emo), sage or graphconv")
     use_comments: bool = Field(default=True, description="T: the comment edge term of Eq. 3")
     use_ac: bool = Field(default=True, description="AC: the adaptive combination of Eq. 5-6")
+    self_term: Literal["softmax", "residual"] = Field(
+        default="residual",
+        description="residual (default): no self term in the softmax, a residual connection "
+        "instead (on generated data with local signal, softmax fell below the edge-local "
+        "logistic regression: BENCHMARKS.md); softmax: Eq. 3 as written, each node's own term "
+        "inside the attention softmax of every relation (on user-image relations the self "
+        "edge's comment feature is zero)",
+    )
+    skip_to_head: bool = Field(
+        default=True,
+        description="beyond the paper: the edge's own inputs (the user's and image's input "
+        "projections and, with T, the edge's projected comment) join the combined node "
+        "embeddings at the MLP head, so message passing cannot wash them out",
+    )
     combine: Literal["concat", "add", "mul"] = Field(
         default="concat", description="c(.,.) of Eq. 6"
     )
@@ -52,7 +66,29 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=512, description="supervision edges per step")
     weight_decay: float = Field(default=0.0, description="Adam's weight decay")
     seed: int = Field(default=0, description="fold k uses seed + k for its split and weights")
-    folds: int = Field(default=3, description="independent stratified 80:10:10 splits")
+    folds: int = Field(
+        default=3,
+        description="evaluation runs: seeds of repeated 80:10:10 splits (the paper's '3 runs'), "
+        "or k of k-fold",
+    )
+    split: Literal["repeated", "kfold"] = Field(
+        default="repeated",
+        description="repeated: `folds` independent stratified 80:10:10 splits (test sets "
+        "overlap; the paper's protocol); kfold: stratified k-fold, disjoint test sets, "
+        "validation = the next fold",
+    )
+    message_passing: Literal["transductive", "inductive"] = Field(
+        default="inductive",
+        description="transductive: every edge passes messages, held-out labels are hidden; "
+        "inductive: validation/test edges (and their comments) are removed from message passing",
+    )
     negative_sampling: bool = Field(
-        default=False, description="Table V: one non-edge labelled none per batch edge"
+        default=False,
+        description="Table V: one non-edge labelled none per batch edge in training, and as "
+        "many as held-out edges in validation and test (scored as a 9-class problem too)",
+    )
+    negatives_from: Literal["viewers", "all_users"] = Field(
+        default="viewers",
+        description="whose non-edges are negatives: users with at least one view, or every "
+        "user (users without views make `none` trivially separable)",
     )

@@ -6,7 +6,8 @@ Equations of the paper and where they are:
 - input projections (Sec. IV-B): ``user_proj`` 128, ``image_proj`` 128, ``comment_proj`` 256;
 - Eq. 2-4, message passing: ``HeteroConv`` of ``GATConv`` per relation; on the two user-image
   relations the attention includes the edge term of Eq. 3 (``edge_dim``: the projected comment);
-  ``connects`` has no edge attributes; 5 layers, output 64, BatchNorm + ReLU after each;
+  ``connects`` has no edge attributes; 5 layers, output 64, BatchNorm + ReLU after each (Eq. 3's
+  self term: see below);
 - Eq. 5, ``beta = exp(LeakyReLU(w_u . x_u + w_i . x_i))``: :meth:`HMGEmo.beta`. The paper's exp
   is unbounded, so ``1 - beta`` goes negative; on the bundled sample (3 folds, paper settings
   otherwise) exp gave test weighted F1 0.4897 +- 0.0236 against 0.4900 +- 0.0135 with a sigmoid
@@ -15,10 +16,16 @@ Equations of the paper and where they are:
 - Eq. 6, ``c(beta x_u, (1 - beta) x_i)``: :meth:`HMGEmo.combine`;
 - head: 3 hidden layers with ReLU, Dropout after each hidden layer but the last.
 
-Interpretations, each a setting: GATConv is used with ``residual=True`` (and SAGEConv/GraphConv
-keep their root weight) so that a node's own features survive a layer: on a bipartite relation
-there are no self-loops, and an image would otherwise be only the mean of its viewers after one
-layer. The head's hidden sizes (128, 64, 32) are ours; the paper does not give them.
+Eq. 3's self term (``self_term``): ``softmax`` is Eq. 3 as written, a node's own term inside the
+attention softmax of every relation (:class:`BipartiteSelfLoopGAT` on the user-image relations,
+whose self edge carries a zero comment); ``residual`` is the earlier interpretation, no self term
+in the softmax and ``residual=True`` instead, under which a node with a single incoming edge
+gives it attention 1 and that edge's comment has no effect. SAGEConv/GraphConv keep their root
+weight. ``skip_to_head`` (beyond the paper, on by default) passes the edge's own inputs (input
+projections of its user and image, its projected comment) to the head beside the combined node
+embeddings, so the head sees what the edge-local logistic regression sees. Both defaults come
+from the generated graphs of ``hmg_pipeline.testing.structure`` (BENCHMARKS.md). The head's
+hidden sizes (128, 64, 32) are ours; the paper does not give them.
 """
 
 from __future__ import annotations
@@ -54,16 +61,60 @@ class InputDims:
         )
 
 
-def make_conv(config: ModelConfig, relation: tuple[str, str, str], in_dim: int) -> nn.Module:
+class BipartiteSelfLoopGAT(nn.Module):
+    """Eq. 3 on a bipartite relation: the attention softmax of a destination node runs over its
+    incoming edges and the node itself. PyG's ``GATConv`` adds self-loops only on homogeneous
+    graphs, so the destination nodes are appended to the sources (one shared projection ``W``,
+    as in Eq. 3; it needs equal input sizes) and each gets an edge from its own copy. The self
+    edge's feature is zero: the node has no comment with itself, and since the edge projection
+    has no bias its comment score is exactly 0, so each edge's comment raises or lowers that
+    edge against the node itself. (PyG's ``fill_value="mean"`` would give a node with a single
+    edge the same comment score on both terms, which cancels in the softmax: the very case the
+    self term is there for.)"""
+
+    def __init__(self, in_dim: int, out_dim: int, edge_dim: int | None) -> None:
+        super().__init__()
+        self.conv = GATConv(in_dim, out_dim, edge_dim=edge_dim, add_self_loops=False)
+
+    def forward(
+        self, x: tuple[Tensor, Tensor], edge_index: Tensor, edge_attr: Tensor | None = None
+    ) -> Tensor:
+        x_src, x_dst = x
+        if x_src.shape[1] != x_dst.shape[1]:
+            raise ValueError(
+                "self_term='softmax' shares one projection between user and image nodes: set "
+                f"user_proj = image_proj (got {x_src.shape[1]} and {x_dst.shape[1]})"
+            )
+        nodes = torch.arange(x_dst.shape[0], device=x_dst.device)
+        loops = torch.stack([nodes + x_src.shape[0], nodes])
+        if edge_attr is not None:
+            edge_attr = torch.cat(
+                [edge_attr, edge_attr.new_zeros(x_dst.shape[0], edge_attr.shape[1])]
+            )
+        sources = torch.cat([x_src, x_dst])
+        return self.conv((sources, x_dst), torch.cat([edge_index, loops], 1), edge_attr)
+
+
+def make_conv(config: ModelConfig, relation: tuple[str, str, str], in_dim) -> nn.Module:
     """One relation's convolution for the configured backbone."""
     with_edges = config.use_comments and relation in (VIEWS, REV_VIEWS)
     if config.backbone == "gat":
+        edge_dim = config.comment_proj if with_edges else None
+        if config.self_term == "softmax":
+            if relation == CONNECTS:
+                return GATConv(in_dim, config.hidden, add_self_loops=True)
+            return BipartiteSelfLoopGAT(in_dim[0], config.hidden, edge_dim)
         return GATConv(
             in_dim,
             config.hidden,
-            edge_dim=config.comment_proj if with_edges else None,
+            edge_dim=edge_dim,
             add_self_loops=relation == CONNECTS,
             residual=True,
+        )
+    if config.use_comments:
+        raise ValueError(
+            f"backbone {config.backbone!r} cannot use edge features: the comment term T needs "
+            "gat (set use_comments=false for sage or graphconv)"
         )
     if config.backbone == "sage":
         return SAGEConv(in_dim, config.hidden)
@@ -119,6 +170,9 @@ class HMGEmo(nn.Module):
         self.w_u = nn.Linear(config.hidden, 1)
         self.w_i = nn.Linear(config.hidden, 1)
         combined = 2 * config.hidden if config.combine == "concat" else config.hidden
+        if config.skip_to_head:
+            combined += config.user_proj + config.image_proj
+            combined += config.comment_proj if config.use_comments else 0
         self.head = mlp_head(combined, config, dims.classes)
 
     def encode(
@@ -126,6 +180,7 @@ class HMGEmo(nn.Module):
     ) -> dict[str, Tensor]:
         """Node embeddings after the input projections and the message-passing layers."""
         x = {"user": self.user_proj(x_dict["user"]), "image": self.image_proj(x_dict["image"])}
+        inputs = {f"{kind}_input": x[kind] for kind in x} if self.config.skip_to_head else {}
         edge_attr = {}
         if self.config.use_comments and self.config.backbone == "gat":
             comment = self.comment_proj(edge_attr_dict[VIEWS])
@@ -136,7 +191,7 @@ class HMGEmo(nn.Module):
             else:
                 out = conv(x, edge_index_dict)
             x = {kind: F.relu(norms[kind](out[kind])) for kind in ("user", "image")}
-        return x
+        return x | inputs
 
     def beta(self, x_u: Tensor, x_i: Tensor) -> Tensor:
         """Eq. 5: beta = exp(LeakyReLU(w_u . x_u + w_i . x_i)) (``sigmoid`` as a setting)."""
@@ -156,14 +211,34 @@ class HMGEmo(nn.Module):
             return x_u * x_i
         return torch.cat([x_u, x_i], dim=-1)
 
-    def classify(self, nodes: dict[str, Tensor], pairs: Tensor) -> Tensor:
-        """Logits for (user, image) index pairs, given node embeddings from :meth:`encode`."""
-        return self.head(self.combine(nodes["user"][pairs[0]], nodes["image"][pairs[1]]))
+    def classify(
+        self, nodes: dict[str, Tensor], pairs: Tensor, comments: Tensor | None = None
+    ) -> Tensor:
+        """Logits for (user, image) index pairs, given node embeddings from :meth:`encode`.
+        ``comments`` are the pairs' own comment features, used only with ``skip_to_head`` (a
+        pair that is not an edge, e.g. a negative sample, has none: zeros)."""
+        features = self.combine(nodes["user"][pairs[0]], nodes["image"][pairs[1]])
+        if self.config.skip_to_head:
+            own = [nodes["user_input"][pairs[0]], nodes["image_input"][pairs[1]]]
+            if self.config.use_comments:
+                own.append(
+                    self.comment_proj(comments)
+                    if comments is not None
+                    else features.new_zeros(pairs.shape[1], self.config.comment_proj)
+                )
+            features = torch.cat([features, *own], dim=-1)
+        return self.head(features)
 
     def forward(
-        self, x_dict: dict[str, Tensor], edge_index_dict: dict, edge_attr_dict: dict, pairs: Tensor
+        self,
+        x_dict: dict[str, Tensor],
+        edge_index_dict: dict,
+        edge_attr_dict: dict,
+        pairs: Tensor,
+        comments: Tensor | None = None,
     ) -> Tensor:
-        return self.classify(self.encode(x_dict, edge_index_dict, edge_attr_dict), pairs)
+        nodes = self.encode(x_dict, edge_index_dict, edge_attr_dict)
+        return self.classify(nodes, pairs, comments)
 
 
 class CommentsOnly(nn.Module):

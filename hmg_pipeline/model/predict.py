@@ -119,7 +119,8 @@ def predict_pairs(
         model = trained.model
         with torch.no_grad():
             nodes = model.encode(tensors.x, tensors.edge_index, tensors.edge_attr)
-            logits = model.classify(nodes, index)[:, : len(names)]
+            comments = pair_comments(tensors, index)
+            logits = model.classify(nodes, index, comments)[:, : len(names)]
             probabilities[scored] = torch.softmax(logits, dim=1).numpy()
             if trained.model_config.use_ac:
                 x_u, x_i = nodes["user"][index[0]], nodes["image"][index[1]]
@@ -139,6 +140,18 @@ def predict_pairs(
         },
         schema_overrides={"emotion": pl.String},
     ).with_columns(pl.selectors.float().fill_nan(None))
+
+
+def pair_comments(tensors: GraphTensors, index: torch.Tensor) -> torch.Tensor:
+    """Each pair's own comment features: the edge's when the pair is an edge, else zeros (as a
+    negative sample's in training); used by models with ``skip_to_head``."""
+    edge_of = {(u, i): k for k, (u, i) in enumerate(tensors.pairs.T.tolist())}
+    comments = tensors.comments.new_zeros(index.shape[1], tensors.comments.shape[1])
+    for row, (u, i) in enumerate(index.T.tolist()):
+        edge = edge_of.get((u, i))
+        if edge is not None:
+            comments[row] = tensors.comments[edge]
+    return comments
 
 
 def held_out_pairs(trained: TrainedModel, graph: HeteroData) -> pl.DataFrame:

@@ -1,0 +1,85 @@
+"""Settings that make a run the paper as written, or say where it is not: user nodes, Table V's
+negatives, the comment term with backbones that cannot use it, the head's skip inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from hmg_pipeline.core.graph import VIEWS, NonEdgeSampler, node_users
+from hmg_pipeline.core.splits import stratified_split
+from hmg_pipeline.model.config import ModelConfig, TrainConfig
+from hmg_pipeline.model.hmg_emo import HMGEmo, InputDims
+from hmg_pipeline.model.train import GraphTensors, train_fold
+
+from .test_graph_model import make_graph, separable_graph
+
+USERS = pl.DataFrame(
+    {
+        "user_id": ["viewer", "uploader", "both", "contact_only", "member_only"],
+        "in_views": [True, False, True, False, False],
+        "in_contacts": [False, False, True, True, False],
+        "in_groups": [False, False, False, False, True],
+        "in_users_table": [False] * 5,
+        "in_images": [False, True, True, False, False],
+    }
+)
+
+
+def test_user_nodes_are_the_papers_uploaders_and_viewers_by_default() -> None:
+    paper = node_users(USERS, "uploaders_and_viewers")["user_id"].to_list()
+    assert paper == ["viewer", "uploader", "both"]
+    assert node_users(USERS, "all_known").height == USERS.height
+    with pytest.raises(ValueError, match="uploaders_and_viewers or all_known"):
+        node_users(USERS, "everyone")
+
+
+def test_negatives_are_drawn_from_viewers_only_when_asked() -> None:
+    edge_index = np.array([[0, 0, 1, 2], [0, 1, 1, 2]])
+    viewers = NonEdgeSampler(edge_index, 10, 4, users=np.unique(edge_index[0]))
+    drawn = viewers.sample(np.random.default_rng(0), 500)
+    assert set(drawn[0]) <= {0, 1, 2}
+    existing = set(map(tuple, edge_index.T.tolist()))
+    assert not existing & set(map(tuple, drawn.T.tolist()))
+    everyone = NonEdgeSampler(edge_index, 10, 4).sample(np.random.default_rng(0), 500)
+    assert set(everyone[0]) - {0, 1, 2}  # users without views appear
+    with pytest.raises(ValueError, match="no negative"):
+        NonEdgeSampler(np.array([[0, 0], [0, 1]]), 5, 2, users=np.array([0]))
+
+
+def test_negative_sampling_scores_test_non_edges_as_a_ninth_class() -> None:
+    data = separable_graph()
+    split = stratified_split(data[VIEWS].edge_label.numpy(), seed=0)
+    result = train_fold(
+        data,
+        ModelConfig(num_layers=2, use_comments=False, use_ac=False, extra_classes=1),
+        TrainConfig(epochs=3, batch_size=64, negative_sampling=True),
+        split,
+        torch.device("cpu"),
+    )
+    metrics = result.test_metrics
+    assert {"weighted_f1", "none_predicted_share", "nine_class_weighted_f1"} <= set(metrics)
+    assert "nine_class_f1_none" in metrics
+    assert 0.0 <= metrics["nine_class_weighted_f1"] <= 1.0
+
+
+@pytest.mark.parametrize("backbone", ["sage", "graphconv"])
+def test_comment_term_with_a_backbone_that_cannot_use_it_is_an_error(backbone: str) -> None:
+    data, _ = make_graph()
+    with pytest.raises(ValueError, match="cannot use edge features"):
+        HMGEmo(ModelConfig(backbone=backbone, use_comments=True), InputDims.of(data))
+
+
+def test_skip_to_head_sees_the_edges_own_comment() -> None:
+    data, _ = make_graph()
+    torch.manual_seed(0)
+    model = HMGEmo(ModelConfig(num_layers=2, skip_to_head=True), InputDims.of(data)).eval()
+    graph = GraphTensors.of(data, torch.device("cpu"))
+    with torch.no_grad():
+        nodes = model.encode(graph.x, graph.edge_index, graph.edge_attr)
+        own = model.classify(nodes, graph.pairs, graph.comments)
+        other = model.classify(nodes, graph.pairs, torch.zeros_like(graph.comments))
+    assert own.shape == (graph.pairs.shape[1], 8)
+    assert not torch.allclose(own, other)  # the head reads the comment directly
