@@ -22,20 +22,26 @@ from hmg_pipeline.model.train import cross_validate
 from hmg_pipeline.testing.structure import GRAPH_ONLY, MOSTLY_LOCAL, structure_graph
 
 DATASETS = {"graph_only": GRAPH_ONLY, "mostly_local": MOSTLY_LOCAL}
-# name -> (model settings, training settings) over the paper's defaults
+# name -> (model settings, training settings) over the project's defaults (residual, skip to
+# the head, inductive, sigmoid beta)
+TRANSDUCTIVE = {"message_passing": "transductive"}
 CONFIGS: dict[str, tuple[dict, dict]] = {
-    "paper": ({"self_term": "softmax", "skip_to_head": False}, {}),
-    "paper_residual": ({"self_term": "residual", "skip_to_head": False}, {}),
-    "skip": ({"self_term": "softmax", "skip_to_head": True}, {}),
-    "skip_residual": ({"self_term": "residual", "skip_to_head": True}, {}),
-    "skip_2_layers": ({"self_term": "softmax", "skip_to_head": True, "num_layers": 2}, {}),
-    "paper_2_layers": ({"self_term": "softmax", "num_layers": 2}, {}),
-    "paper_lr_0.001": ({"self_term": "softmax"}, {"lr": 0.001}),
-    "skip_inductive": (
-        {"self_term": "softmax", "skip_to_head": True},
-        {"message_passing": "inductive"},
+    "default": ({}, {}),
+    "no_skip": ({"skip_to_head": False}, {}),
+    "self_term": ({"self_term": "softmax"}, {}),
+    "self_term_no_skip": ({"self_term": "softmax", "skip_to_head": False}, {}),
+    "transductive": ({}, TRANSDUCTIVE),
+    "transductive_no_skip": ({"skip_to_head": False}, TRANSDUCTIVE),
+    "transductive_self_term": ({"self_term": "softmax"}, TRANSDUCTIVE),
+    "transductive_self_term_no_skip": (
+        {"self_term": "softmax", "skip_to_head": False},
+        TRANSDUCTIVE,
     ),
-    "paper_inductive": ({"self_term": "softmax"}, {"message_passing": "inductive"}),
+    "as_written": (
+        {"self_term": "softmax", "skip_to_head": False, "beta_activation": "exp"},
+        TRANSDUCTIVE,
+    ),
+    "two_layers": ({"num_layers": 2}, {}),
 }
 
 

@@ -202,14 +202,21 @@ def test_undecodable_download_is_an_error_not_a_file(
     assert not (flickr_data.store_dir / "images" / "p3.jpg").exists()
 
 
-def test_interrupted_run_resumes_without_loss_or_duplication(
-    tiny: TinyDataset, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FLICKR_API_KEY", KEY)
+def twelve_commented_photos(tiny: TinyDataset) -> tuple[list[str], FakeFlickr]:
+    """Twelve photos, each viewed once with a comment known by id only, and a fake Flickr
+    that knows every comment's text."""
     photos = [f"q{k:02d}" for k in range(12)]
     tiny.write_images([(p, "u9", None, "img/a.jpg", None) for p in photos])
     tiny.write_views([view(f"u{k}", p, "awe", comment_id=f"{p}-c") for k, p in enumerate(photos)])
     state = FakeFlickr(api_key=KEY, comments={p: [comment(f"{p}-c", f"text {p}")] for p in photos})
+    return photos, state
+
+
+def test_interrupted_run_resumes_without_loss_or_duplication(
+    tiny: TinyDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLICKR_API_KEY", KEY)
+    photos, state = twelve_commented_photos(tiny)
     # The injected failure: Flickr rejects the key at the 6th photo, which stops the run.
     state.script[(GET_LIST, photos[5])] = [BAD_KEY]
     with serve(state):
@@ -237,10 +244,7 @@ def test_an_outage_leaves_errors_with_a_warning_and_the_next_plain_run_retries_t
     tiny: TinyDataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLICKR_API_KEY", KEY)
-    photos = [f"q{k:02d}" for k in range(12)]
-    tiny.write_images([(p, "u9", None, "img/a.jpg", None) for p in photos])
-    tiny.write_views([view(f"u{k}", p, "awe", comment_id=f"{p}-c") for k, p in enumerate(photos)])
-    state = FakeFlickr(api_key=KEY, comments={p: [comment(f"{p}-c", f"text {p}")] for p in photos})
+    photos, state = twelve_commented_photos(tiny)
     # Flickr goes down after 4 photos, for 4 photos' worth of attempts (3 each): dropped
     # connections, HTTP 503 and code 105 in turn. One worker keeps the order deterministic.
     state.outage = Outage(after=4, length=12)

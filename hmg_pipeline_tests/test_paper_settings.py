@@ -83,3 +83,44 @@ def test_skip_to_head_sees_the_edges_own_comment() -> None:
         other = model.classify(nodes, graph.pairs, torch.zeros_like(graph.comments))
     assert own.shape == (graph.pairs.shape[1], 8)
     assert not torch.allclose(own, other)  # the head reads the comment directly
+
+
+def test_a_bundle_written_before_these_settings_loads_as_it_was_trained() -> None:
+    from hmg_pipeline.model.predict import model_bundle, trained_model_from_bundle
+
+    data, _ = make_graph()
+    dims = InputDims.of(data)
+    earlier = ModelConfig(self_term="residual", skip_to_head=False)
+    model = HMGEmo(earlier, dims)
+    bundle = model_bundle(
+        model.state_dict(), earlier, dims, TrainConfig(), 0, {}, data.class_names, np.arange(2)
+    )
+    for key in ("self_term", "skip_to_head"):
+        del bundle["model_config"][key]
+    del bundle["train_config"]["message_passing"]
+    trained = trained_model_from_bundle(bundle)  # today's defaults would not fit these weights
+    assert trained.model_config.skip_to_head is False
+    assert trained.train_config.message_passing == "transductive"
+
+
+def test_baselines_are_computed_once_per_features_and_split(monkeypatch) -> None:
+    from hmg_pipeline.model import train
+
+    calls = []
+    original = train.logistic_regression_baseline
+
+    def counting(data, split, features=None):
+        calls.append(split.fold)
+        return original(data, split, features)
+
+    monkeypatch.setattr(train, "logistic_regression_baseline", counting)
+    monkeypatch.setattr(train, "_BASELINES", {})
+    data = separable_graph()
+    split = stratified_split(data[VIEWS].edge_label.numpy(), seed=0)
+    first = train.baseline_rows(data, split)
+    assert train.baseline_rows(data, split) == first and len(calls) == 1
+    changed = data.clone()
+    changed[VIEWS].edge_attr = changed[VIEWS].edge_attr + 1.0  # other features: computed again
+    train.baseline_rows(changed, split)
+    assert len(calls) == 2
+    assert {row["model"] for row in first} == {"majority class", "logistic regression"}

@@ -155,3 +155,11 @@ def test_eq3_self_term_attention_includes_the_node_itself() -> None:
     torch.testing.assert_close(out, expected)
     with pytest.raises(ValueError, match="user_proj = image_proj"):
         conv((torch.randn(3, 5), x_dst), edge_index, attr)
+
+
+@pytest.mark.parametrize("architecture", ["hmg_emo", "comments_only"])
+def test_every_architecture_trains_in_the_inductive_protocol(architecture: str) -> None:
+    data = separable_graph()
+    split = stratified_split(data[VIEWS].edge_label.numpy(), seed=0)
+    result = train(data, split, "inductive", architecture=architecture)
+    assert len(result.history) == 6 and 0.0 <= result.test_metrics["weighted_f1"] <= 1.0

@@ -173,6 +173,20 @@ def test_a_bad_cron_fails_the_schedule_tick_with_its_message(
         refresh_dead_flickr_content(build_schedule_context())
 
 
+def raw_views_on(raw_dir: Path, store_dir: Path):
+    """Materialise raw_views with these paths, failures returned rather than raised."""
+    resources = build_resources(
+        PipelinePaths(raw_dir=str(raw_dir), store_dir=str(store_dir)),
+        ComputeResource(device="cpu"),
+    )
+    return materialize(
+        [*all_assets, *all_checks],
+        selection=AssetSelection.assets("raw_views"),
+        resources=resources,
+        raise_on_error=False,
+    )
+
+
 def step_errors(result) -> list[str]:
     return [
         event.event_specific_data.error.to_string()
@@ -208,16 +222,7 @@ def test_an_unusable_store_fails_the_steps_with_one_line(
     afile = tmp_path / "afile"
     afile.write_text("x", encoding="utf-8")
     store = afile if where == "file" else afile / "store"
-    resources = build_resources(
-        PipelinePaths(raw_dir=str(tiny.raw_dir), store_dir=str(store)),
-        ComputeResource(device="cpu"),
-    )
-    result = materialize(
-        [*all_assets, *all_checks],
-        selection=AssetSelection.assets("raw_views"),
-        resources=resources,
-        raise_on_error=False,
-    )
+    result = raw_views_on(tiny.raw_dir, store)
     assert not result.success
     expected = f"SettingError: HMG_STORE_DIR={str(store)!r} is not a writable directory ("
     lines = [line for error in step_errors(result) for line in error.splitlines()]
@@ -236,16 +241,7 @@ def test_an_unusable_raw_dir_fails_where_the_tables_are_read(
     if kind == "file":
         raw = tmp_path / "afile"
         raw.write_text("x", encoding="utf-8")
-    resources = build_resources(
-        PipelinePaths(raw_dir=str(raw), store_dir=str(tiny.store_dir)),
-        ComputeResource(device="cpu"),
-    )
-    result = materialize(
-        [*all_assets, *all_checks],
-        selection=AssetSelection.assets("raw_views"),
-        resources=resources,
-        raise_on_error=False,
-    )
+    result = raw_views_on(raw, tiny.store_dir)
     assert not result.success
     expected = f"hmg_pipeline.resources.SettingError: HMG_RAW_DIR={str(raw)!r} {state}"
     lines = [line for error in step_errors(result) for line in error.splitlines()]

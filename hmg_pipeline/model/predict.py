@@ -61,8 +61,14 @@ def model_bundle(
     }
 
 
+# Settings added after bundles were first written, with the behaviour those bundles were
+# trained with (a bundle without them predates them; the defaults changed since).
+EARLIER_MODEL = {"self_term": "residual", "skip_to_head": False}
+EARLIER_TRAINING = {"message_passing": "transductive"}
+
+
 def trained_model_from_bundle(bundle: dict) -> TrainedModel:
-    config = ModelConfig(**bundle["model_config"])
+    config = ModelConfig(**{**EARLIER_MODEL, **bundle["model_config"]})
     model = build_model(config, InputDims(**bundle["dims"]))
     model.load_state_dict(bundle["state_dict"])
     model.eval()
@@ -72,7 +78,7 @@ def trained_model_from_bundle(bundle: dict) -> TrainedModel:
         fold=int(bundle["fold"]),
         test_metrics=dict(bundle["test_metrics"]),
         model_config=config,
-        train_config=TrainConfig(**bundle["train_config"]),
+        train_config=TrainConfig(**{**EARLIER_TRAINING, **bundle["train_config"]}),
         test_edges=np.asarray(bundle["test_edges"], dtype=np.int64),
     )
 
@@ -95,11 +101,16 @@ def pair_status(known_user: bool, known_image: bool) -> str:
 
 
 def predict_pairs(
-    trained: TrainedModel, graph: HeteroData, pairs: Sequence[tuple[str, str]]
+    trained: TrainedModel,
+    graph: HeteroData,
+    pairs: Sequence[tuple[str, str]],
+    hidden_edges: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """For each (user_id, image_id) pair: ``status``, the most likely ``emotion``, the class
     probabilities ``p_<class>`` and the edge's ``beta`` (Eq. 5; null when the model has no
-    adaptive combination). Pairs with an unknown user or image get nulls and their status."""
+    adaptive combination). Pairs with an unknown user or image get nulls and their status.
+    ``hidden_edges`` (user-image edge indices) pass no messages: the inductive protocol's
+    held-out test edges, scored as in evaluation."""
     if trained.model_config.architecture != "hmg_emo":
         raise ValueError(
             f"predictions need the graph model; this one is {trained.model_config.architecture}"
@@ -116,6 +127,9 @@ def predict_pairs(
             [[users[pairs[k][0]] for k in scored], [images[pairs[k][1]] for k in scored]]
         )
         tensors = GraphTensors.of(graph, torch.device("cpu"))
+        if hidden_edges is not None:
+            edges = np.arange(graph[VIEWS].num_edges)
+            tensors = tensors.passing_only(np.setdiff1d(edges, hidden_edges))
         model = trained.model
         with torch.no_grad():
             nodes = model.encode(tensors.x, tensors.edge_index, tensors.edge_attr)
@@ -173,14 +187,22 @@ def held_out_pairs(trained: TrainedModel, graph: HeteroData) -> pl.DataFrame:
 def predictions_table(
     trained: TrainedModel, graph: HeteroData, requests: pl.DataFrame
 ) -> pl.DataFrame:
-    """Predictions for the kept fold's test edges (``source`` test, with ``true_emotion``)
-    and for the requested pairs (``source`` request; ``requests`` has user_id and image_id)."""
+    """Predictions for the kept fold's test edges (``source`` test, with ``true_emotion``;
+    in the inductive protocol they pass no messages, as when they were scored) and for the
+    requested pairs (``source`` request; ``requests`` has user_id and image_id)."""
     tests = held_out_pairs(trained, graph).with_columns(pl.lit("test").alias("source"))
     asked = requests.select(
         "user_id", "image_id", pl.lit(None, pl.String).alias("true_emotion")
     ).with_columns(pl.lit("request").alias("source"))
+    inductive = trained.train_config.message_passing == "inductive"
+    predicted = pl.concat(
+        [
+            predict_pairs(trained, graph, list(tests.select("user_id", "image_id").rows()),
+                          trained.test_edges if inductive else None),
+            predict_pairs(trained, graph, list(asked.select("user_id", "image_id").rows())),
+        ]
+    )  # fmt: skip
     wanted = pl.concat([tests, asked])
-    predicted = predict_pairs(trained, graph, list(wanted.select("user_id", "image_id").rows()))
     return pl.concat([wanted.select("source", "true_emotion"), predicted], how="horizontal").select(
         "source",
         "user_id",
