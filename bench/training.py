@@ -28,17 +28,24 @@ from hmg_pipeline.model.config import ModelConfig, TrainConfig
 from hmg_pipeline.model.hmg_emo import HMGEmo, InputDims
 from hmg_pipeline.model.train import GraphTensors, cross_validate, metrics_frame
 
-VARIANTS = {
-    "HMG-Emo (sigmoid beta, default)": {},
-    "HMG-Emo (exp beta, as written)": {"beta_activation": "exp"},
-    "HMG-Emo-{AC}": {"use_ac": False},
-    "HMG-Emo-{T}": {"use_comments": False},
-    "HMG-Emo-{T, AC}": {"use_comments": False, "use_ac": False},
+TRANSDUCTIVE = {"message_passing": "transductive"}
+# name -> (ModelConfig settings, TrainConfig settings) over the project's defaults
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "HMG-Emo (defaults: residual, skip, inductive, sigmoid beta)": ({}, {}),
+    "HMG-Emo, no skip": ({"skip_to_head": False}, {}),
+    "HMG-Emo, transductive": ({}, TRANSDUCTIVE),
+    "HMG-Emo, Eq. 3 self term": ({"self_term": "softmax"}, {}),
+    "HMG-Emo as written (self term, exp beta, no skip, transductive)": (
+        {"self_term": "softmax", "skip_to_head": False, "beta_activation": "exp"},
+        TRANSDUCTIVE,
+    ),
+    "HMG-Emo-{T}": ({"use_comments": False}, {}),
+    "HMG-Emo-{T, AC}": ({"use_comments": False, "use_ac": False}, {}),
 }
 # Diagnostics: the same models with edges without comment given zeros instead of U(0,1).
-ZERO_FILL_VARIANTS = {
-    "HMG-Emo, zeros fill": {},
-    "HMG-Emo-{AC}, zeros fill": {"use_ac": False},
+ZERO_FILL_VARIANTS: dict[str, tuple[dict, dict]] = {
+    "HMG-Emo, zeros fill": ({}, {}),
+    "HMG-Emo, no skip, zeros fill": ({"skip_to_head": False}, {}),
 }
 
 
@@ -54,18 +61,17 @@ def with_zero_fill(data):
 
 def variants(graph: Path, epochs: int, folds: int, diagnostics: bool) -> None:
     original = torch.load(graph, weights_only=False)
-    training = TrainConfig(epochs=epochs, folds=folds)
     runs = [(name, settings, original) for name, settings in VARIANTS.items()]
     if diagnostics:
         zeroed = with_zero_fill(original)
         runs += [(name, settings, zeroed) for name, settings in ZERO_FILL_VARIANTS.items()]
     rows, seconds = [], {}
-    for k, (name, settings, data) in enumerate(runs):
+    for k, (name, (model, training), data) in enumerate(runs):
         started = time.perf_counter()
         result = cross_validate(
             data,
-            ModelConfig(**settings),
-            training,
+            ModelConfig(**model),
+            TrainConfig(epochs=epochs, folds=folds, **training),
             torch.device("cpu"),
             name=name,
             baselines=k == 0,
