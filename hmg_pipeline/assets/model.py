@@ -25,10 +25,22 @@ if TYPE_CHECKING:  # torch is imported inside the steps only
 
 GROUP = "model"
 GPU_POOL = "gpu"
-SPLIT_NOTE = (
-    "transductive: test edges' structure and comment features take part in message passing, "
-    "their labels never do"
-)
+PROTOCOL_NOTES = {
+    "transductive": "transductive: held-out edges' structure and comment features take part in "
+    "message passing, their labels never do",
+    "inductive": "inductive: held-out edges and their comments leave message passing (training "
+    "and validation see training edges, test training + validation edges)",
+}
+
+
+def split_note(training: TrainConfig) -> str:
+    """How this run split and evaluated, for the metadata."""
+    runs = (
+        f"{training.folds} repeated stratified 80:10:10 splits"
+        if training.split == "repeated"
+        else f"stratified {training.folds}-fold"
+    )
+    return f"{runs}; {PROTOCOL_NOTES[training.message_passing]}"
 
 
 class TrainingRunConfig(Config, TrainConfig, ModelConfig):
@@ -84,8 +96,8 @@ def trained_model(
     compute: ComputeResource,
     hetero_graph,
 ):
-    """Cross-validate HMG-Emo (3 seeded 80:10:10 stratified splits, transductive) next to the
-    baselines on the same splits; keep the best fold's model. Either output can be
+    """Cross-validate HMG-Emo (run config: splits, protocol, model) next to the baselines on
+    the same splits; keep the best fold's model. Either output can be
     materialised alone (the cross-validation runs either way)."""
     from hmg_pipeline.model.hmg_emo import InputDims
     from hmg_pipeline.model.predict import model_bundle
@@ -113,21 +125,23 @@ def trained_model(
         )
     if "evaluation_metrics" in context.selected_output_names:
         metrics = result.metrics()
-        f1 = metrics.filter((pl.col("model") == "HMG-Emo") & (pl.col("metric") == "weighted_f1"))
-        yield Output(
-            metrics,
-            output_name="evaluation_metrics",
-            metadata={
-                "dagster/row_count": metrics.height,
-                "hmg_emo_weighted_f1_mean": round(float(f1["value"].mean()), 4),
-                "hmg_emo_weighted_f1_std": round(float(f1["value"].std(ddof=1) or 0.0), 4),
-                "summary": MetadataValue.md(report.markdown()),
-                "training_curves": MetadataValue.md(png_markdown(report.curves, "curves")),
-                "confusion_matrix": MetadataValue.md(png_markdown(report.confusion, "matrix")),
-                "report": paths.relative(document),
-                "split": SPLIT_NOTE,
-            },
-        )
+        metadata = evaluation_metadata(metrics, report, paths.relative(document), train_config)
+        yield Output(metrics, output_name="evaluation_metrics", metadata=metadata)
+
+
+def evaluation_metadata(metrics: pl.DataFrame, report, document: str, training: TrainConfig):
+    """`evaluation_metrics`' metadata: HMG-Emo's weighted F1, the report and its plots."""
+    f1 = metrics.filter((pl.col("model") == "HMG-Emo") & (pl.col("metric") == "weighted_f1"))
+    return {
+        "dagster/row_count": metrics.height,
+        "hmg_emo_weighted_f1_mean": round(float(f1["value"].mean()), 4),
+        "hmg_emo_weighted_f1_std": round(float(f1["value"].std(ddof=1) or 0.0), 4),
+        "summary": MetadataValue.md(report.markdown()),
+        "training_curves": MetadataValue.md(png_markdown(report.curves, "curves")),
+        "confusion_matrix": MetadataValue.md(png_markdown(report.confusion, "matrix")),
+        "report": document,
+        "split": split_note(training),
+    }
 
 
 def trained_model_metadata(result: "CrossValidation", device: str) -> dict:

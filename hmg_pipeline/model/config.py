@@ -85,7 +85,8 @@ class TrainConfig(BaseModel):
     negative_sampling: bool = Field(
         default=False,
         description="Table V: one non-edge labelled none per batch edge in training, and as "
-        "many as held-out edges in validation and test (scored as a 9-class problem too)",
+        "many as test edges in test (scored as a 9-class problem too); validation (model "
+        "selection) stays emotion-only",
     )
     negatives_from: Literal["viewers", "all_users"] = Field(
         default="viewers",

@@ -269,12 +269,15 @@ def experiment_footnotes(results: pl.DataFrame) -> list[str]:
     carries the label), and how Table V scores negatives."""
     defaults, training = ModelConfig(), TrainConfig()
     notes = [
-        f"Every row: this project's defaults ({defaults.beta_activation} beta in Eq. 5, "
+        f"Every row: this project's defaults unless experiment_results' run config overrode "
+        f"them ({defaults.beta_activation} beta in Eq. 5, "
         f"self_term={defaults.self_term}, skip_to_head={defaults.skip_to_head}, "
         f"{training.message_passing} protocol) and the variant's own settings; rows without "
         "AC have no beta. 'beta = exp' is Eq. 5 as written; 'transductive protocol' lets "
         "validation and test edges pass messages (their labels stay hidden); 'as written in "
-        "the paper' is Eq. 3 with its self term, exp beta, no skip to the head, transductive.",
+        "the paper' is Eq. 3 with its self term, exp beta, no skip to the head, transductive: "
+        "the row closest to the paper's HMG-Emo. The logistic regression of the Δ column always "
+        "reads the edge's [user, image, comment] features, also beside rows that use fewer.",
     ]
     llava = results.filter(pl.col("variant").str.starts_with("comments_only_llava"))
     if llava.height:

@@ -9,10 +9,10 @@ Equations of the paper and where they are:
   ``connects`` has no edge attributes; 5 layers, output 64, BatchNorm + ReLU after each (Eq. 3's
   self term: see below);
 - Eq. 5, ``beta = exp(LeakyReLU(w_u . x_u + w_i . x_i))``: :meth:`HMGEmo.beta`. The paper's exp
-  is unbounded, so ``1 - beta`` goes negative; on the bundled sample (3 folds, paper settings
-  otherwise) exp gave test weighted F1 0.4897 +- 0.0236 against 0.4900 +- 0.0135 with a sigmoid
-  (BENCHMARKS.md): no gain, twice the spread; so the default is ``beta_activation="sigmoid"``,
-  bounded, and ``"exp"`` is the paper as written;
+  is unbounded, so ``1 - beta`` goes negative; on the bundled sample (3 folds, transductive,
+  before issue 12, std ddof=0) exp gave test weighted F1 0.4897 +- 0.0236 against 0.4900 +-
+  0.0135 with a sigmoid (BENCHMARKS.md): no gain, twice the spread; so the default is
+  ``beta_activation="sigmoid"``, bounded, and ``"exp"`` is the paper as written;
 - Eq. 6, ``c(beta x_u, (1 - beta) x_i)``: :meth:`HMGEmo.combine`;
 - head: 3 hidden layers with ReLU, Dropout after each hidden layer but the last.
 

@@ -381,6 +381,11 @@ def negative_sampler(
         raise ValueError("negative sampling needs a model with extra_classes >= 1 (class none)")
     if model_config.architecture != "hmg_emo":
         raise ValueError("negative sampling needs a graph model: non-edges have no comment")
+    if model_config.use_comments and model_config.skip_to_head:
+        raise ValueError(
+            "negative sampling with the comment term and skip_to_head would let `none` be read "
+            "off the non-edges' zero comment: set use_comments=false or skip_to_head=false"
+        )
     edge_index = data[VIEWS].edge_index.numpy()
     viewers = np.unique(edge_index[0]) if train_config.negatives_from == "viewers" else None
     return NonEdgeSampler(edge_index, data["user"].num_nodes, data["image"].num_nodes, viewers)
