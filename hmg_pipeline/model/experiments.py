@@ -522,17 +522,15 @@ def table_i_beside_paper(stats: GraphStats) -> str:
         stats.comment_coverage,
     ]
     rows = [("this graph", ours), (f"{REPORTED} (paper, IESN)", list(PAPER_TABLE_I.values()))]
-    frame = pl.DataFrame(
-        [
-            {"": name}
-            | {
-                k: f"{v:.0%}" if isinstance(v, float) else f"{v:,}"
-                for k, v in zip(PAPER_TABLE_I, values, strict=True)
-            }
-            for name, values in rows
-        ]
-    )
-    return markdown_table(frame)
+    return markdown_table(pl.DataFrame([{"": name} | table_i_cells(v) for name, v in rows]))
+
+
+def table_i_cells(values) -> dict[str, str]:
+    """Table I's counts as printed: thousands separated, the comment share in percent."""
+    return {
+        name: f"{value:.0%}" if isinstance(value, float) else f"{value:,}"
+        for name, value in zip(PAPER_TABLE_I, values, strict=True)
+    }
 
 
 def statistics_footnotes() -> list[str]:

@@ -28,6 +28,7 @@ from hmg_pipeline.model.experiments import (
     paper_tables_long,
     statistics_footnotes,
     table_frames,
+    table_i_cells,
     variant_rows,
 )
 from hmg_pipeline.model.train import CrossValidation
@@ -140,10 +141,7 @@ class PaperTablesReport:
 
 def table_i_section() -> str:
     """The paper's Table I; this graph's own counts are in ``hetero_graph``'s metadata."""
-    counts = {
-        name: f"{value:.0%}" if isinstance(value, float) else f"{value:,}"
-        for name, value in PAPER_TABLE_I.items()
-    }
+    counts = table_i_cells(PAPER_TABLE_I.values())
     return (
         "### Table I. The dataset (IESN, reported)\n\n"
         + markdown_table(pl.DataFrame([counts]))
