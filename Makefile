@@ -23,6 +23,9 @@ MAIN_JOB ?= hmg_main
 # a tiny random LLaVA: a plumbing check, not LLaVA (set HMG_LLAVA_MODEL / HMG_LLAVA_BACKEND).
 ifeq ($(HMG_RAW_DIR),data/sample)
 export HMG_LLAVA_MODEL ?= tiny-random
+# The small sample runs every step in the run's process: a process per step costs ~2.5 s of
+# start-up and imports each on 2 cores, more than most steps take here (BENCHMARKS.md).
+export HMG_EXECUTOR ?= in_process
 endif
 
 .PHONY: install demo experiments test lint format dev sample sample-iesn bench clean

@@ -3,8 +3,12 @@
 Variants on the bundled sample (needs `make demo` first; CPU, 3 folds each):
     python -m bench.training variants [--graph data/store/artifacts/hetero_graph.pt]
         [--epochs 20] [--diagnostics]
-Step time at IESN scale (Table I sizes, random features of the paper's dimensions):
-    python -m bench.training iesn-step --device cuda [--steps 20] [--amp]
+Side by side at a fraction of Table I (random features of the paper's dimensions): a plain PyG
+HeteroConv(GATConv) stack (bench/pyg_stack.py), our model (fused layers) and the propagation
+floor, one training step each (forward + backward + Adam, batch 512), in one run:
+    python -m bench.training side-by-side --scale 0.1 [--steps 10] [--device cpu] [--memory]
+Step time of our model alone (or the PyG path: --kernels pyg) at a fraction of Table I:
+    python -m bench.training iesn-step --device cuda [--scale 1.0] [--steps 20] [--amp]
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 
 from hmg_pipeline.core.graph import VIEWS, build_hetero_graph
 from hmg_pipeline.core.metrics import PAPER_METRICS, summary_table
-from hmg_pipeline.core.sample import generate
+from hmg_pipeline.core.sample import generate, iesn_fraction
 from hmg_pipeline.metadata import markdown_table
 from hmg_pipeline.model.config import ModelConfig, TrainConfig
 from hmg_pipeline.model.hmg_emo import HMGEmo, InputDims
@@ -83,12 +87,13 @@ def variants(graph: Path, epochs: int, folds: int, diagnostics: bool) -> None:
     print(markdown_table(summary_table(metrics, (*PAPER_METRICS, "macro_f1"))))
 
 
-def iesn_graph(seed: int = 0):
-    """Table I sizes: tables from the generator at --scale iesn, random features of the paper's
-    dimensions (user 768 = mBERT group context, image 2048 = ResNet-50, comment 768 = mBERT)."""
+def iesn_graph(seed: int = 0, fraction: float = 1.0):
+    """Table I sizes times ``fraction``: tables from the generator, random features of the
+    paper's dimensions (user 768 = mBERT group context, image 2048 = ResNet-50, comment 768 =
+    mBERT)."""
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
-        generate(Path(tmp), seed=seed, scale="iesn")
+        generate(Path(tmp), seed=seed, scale=iesn_fraction(fraction))
         views = pl.read_csv(Path(tmp) / "views.csv", infer_schema=False)
         contacts = pl.read_csv(Path(tmp) / "contacts.csv", infer_schema=False)
         users = pl.read_csv(Path(tmp) / "users.csv", infer_schema=False)
@@ -125,38 +130,212 @@ def iesn_graph(seed: int = 0):
     )
 
 
-def iesn_step(device_name: str, steps: int, amp: bool, batch_size: int) -> None:
+class Stepper:
+    """One model's training step on the whole graph: forward, cross-entropy on a batch of
+    labelled edges, backward, Adam."""
+
+    def __init__(self, name: str, model: torch.nn.Module, forward, graph: GraphTensors) -> None:
+        self.name, self.model, self.forward, self.graph = name, model, forward, graph
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
+
+    def step(self, batch: torch.Tensor, amp: bool = False) -> None:
+        device = batch.device
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            logits = self.forward(batch)
+        loss = torch.nn.functional.cross_entropy(logits.float(), self.graph.labels[batch])
+        loss.backward()
+        self.optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def steppers(data, device: torch.device, kinds: list[str], compile_: bool = False):
+    """The models of the side-by-side benchmark on ``data``: ``pyg`` (the yardstick), ``ours``
+    (HMGEmo, fused layers) and ``floor``, with the same first weights where they share them."""
+    from bench.pyg_stack import PlainPyGStack, PropagationFloor
+
+    graph = GraphTensors.of(data, device)
+    dims, config = InputDims.of(data), ModelConfig()
+    users, images = data["user"].num_nodes, data["image"].num_nodes
+    torch.manual_seed(0)
+    ours = HMGEmo(config, dims).to(device)
     started = time.perf_counter()
-    data, stats = iesn_graph()
+    layout = ours.fused_layout(graph.edge_index, users, images)
+    print(
+        f"fused layout of {layout.source.shape[0]:,} edges built in "
+        f"{time.perf_counter() - started:.2f}s (once per graph)"
+    )
+    encode = torch.compile(ours.encode, dynamic=False) if compile_ else ours.encode
+
+    def forward_ours(batch):
+        nodes = encode(graph.x, graph.edge_index, graph.edge_attr, layout)
+        return ours.classify(nodes, graph.pairs[:, batch], graph.comments[batch])
+
+    result = {}
+    for kind in kinds:
+        if kind == "ours":
+            result[kind] = Stepper("ours (fused)", ours, forward_ours, graph)
+        elif kind == "pyg":
+            plain = PlainPyGStack(config, dims).to(device)
+            plain.load_state_dict(ours.state_dict())
+            result[kind] = Stepper(
+                "plain PyG HeteroConv(GATConv)",
+                plain,
+                lambda batch, m=plain: m(
+                    graph.x,
+                    graph.edge_index,
+                    graph.edge_attr,
+                    graph.pairs[:, batch],
+                    graph.comments[batch],
+                ),
+                graph,
+            )
+        elif kind == "floor":
+            adjacency = PropagationFloor.adjacency_of(graph.edge_index, users, images)
+            floor = PropagationFloor(config, dims, adjacency).to(device)
+            result[kind] = Stepper(
+                "propagation floor (CSR spmm)",
+                floor,
+                lambda batch, m=floor: m(
+                    graph.x,
+                    graph.edge_index,
+                    graph.edge_attr,
+                    graph.pairs[:, batch],
+                    graph.comments[batch],
+                ),
+                graph,
+            )
+    return result, graph
+
+
+def same_logits(models: dict[str, Stepper], graph: GraphTensors) -> float:
+    """Max |logit difference| of the yardstick and our model on the same weights (eval mode)."""
+    batch = torch.arange(min(512, graph.pairs.shape[1]), device=graph.pairs.device)
+    with torch.no_grad():
+        models["pyg"].model.load_state_dict(models["ours"].model.state_dict())
+        outputs = []
+        for kind in ("pyg", "ours"):
+            models[kind].model.eval()
+            outputs.append(models[kind].forward(batch))
+    return float((outputs[0] - outputs[1]).abs().max())
+
+
+def saved_for_backward(stepper: Stepper, batch: torch.Tensor) -> tuple[int, list[str]]:
+    """Bytes autograd keeps for backward in one step, and the largest saved tensors."""
+    sizes: dict[tuple, list[int]] = {}
+
+    def pack(tensor):
+        key = (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
+        sizes.setdefault(key, []).append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    stepper.model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        logits = stepper.forward(batch)
+    del logits
+    total = sum(sum(v) for v in sizes.values())
+    ranked = sorted(sizes.items(), key=lambda item: -sum(item[1]))[:4]
+    names = [
+        f"{len(v)} x {list(shape)} {dtype} = {sum(v) / 2**20:,.0f} MiB"
+        for (shape, dtype), v in ranked
+    ]
+    return total, names
+
+
+def side_by_side(
+    fraction: float, device_name: str, steps: int, amp: bool, compile_: bool, memory: bool
+) -> None:
+    import subprocess
+    import sys
+
+    started = time.perf_counter()
+    data, stats = iesn_graph(fraction=fraction)
+    print(
+        f"scale {fraction} of Table I: {stats.table_i()}\n"
+        f"graph built in {time.perf_counter() - started:.0f}s"
+    )
+    device = torch.device(device_name)
+    models, graph = steppers(data, device, ["pyg", "ours", "floor"], compile_)
+    print(f"same weights, eval: max |logit(pyg) - logit(ours)| = {same_logits(models, graph):.2e}")
+    edges = graph.pairs.shape[1]
+    generator = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {kind: [] for kind in models}
+    for round_ in range(steps + 2):  # the first two rounds warm up; models alternate per round
+        batch = torch.randint(0, edges, (512,), generator=generator).to(device)
+        for kind, stepper in models.items():
+            begun = time.perf_counter()
+            stepper.step(batch, amp and kind != "floor")
+            if round_ >= 2:
+                times[kind].append(time.perf_counter() - begun)
+    median = {kind: statistics.median(values) for kind, values in times.items()}
+    print(f"\ndevice {device}, amp {amp}, compile {compile_}, batch 512, median of {steps} steps:")
+    print("| model | ms/step | vs plain PyG | vs floor | saved for backward | largest saved |")
+    print("|---|---|---|---|---|---|")
+    batch = torch.arange(512, device=device) % edges
+    for kind, stepper in models.items():
+        saved, largest = saved_for_backward(stepper, batch)
+        print(
+            f"| {stepper.name} | {1000 * median[kind]:,.1f} | "
+            f"{median['pyg'] / median[kind]:.2f}x faster | {median[kind] / median['floor']:.2f}x | "
+            f"{saved / 2**30:.2f} GiB | {'; '.join(largest[:2])} |"
+        )
+    if device.type == "cuda":
+        print(f"peak GPU memory (all three) {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    if memory:  # each model alone in a fresh process: its own peak
+        for kind in models:
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.training",
+                    "iesn-step",
+                    "--scale",
+                    str(fraction),
+                    "--model",
+                    kind,
+                    "--steps",
+                    "3",
+                    "--device",
+                    device_name,
+                ]
+                + (["--amp"] if amp else []),
+                check=True,
+            )
+
+
+def iesn_step(
+    device_name: str,
+    steps: int,
+    amp: bool,
+    batch_size: int,
+    fraction: float,
+    kind: str,
+    compile_: bool,
+) -> None:
+    started = time.perf_counter()
+    data, stats = iesn_graph(fraction=fraction)
     print(f"graph built in {time.perf_counter() - started:.0f}s: {stats}")
     device = torch.device(device_name)
-    graph = GraphTensors.of(data, device)
-    model = HMGEmo(ModelConfig(), InputDims.of(data)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
-    edges = graph.pairs.shape[1]
+    stepper = steppers(data, device, [kind], compile_)[0][kind]
+    edges = stepper.graph.pairs.shape[1]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     times = []
-    for step in range(steps + 3):
+    for step in range(steps + 2):
         batch = torch.randint(0, edges, (batch_size,), device=device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
         begun = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            nodes = model.encode(graph.x, graph.edge_index, graph.edge_attr)
-            logits = model.classify(nodes, graph.pairs[:, batch])
-        loss = torch.nn.functional.cross_entropy(logits.float(), graph.labels[batch])
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= 3:
+        stepper.step(batch, amp)
+        if step >= 2:
             times.append(time.perf_counter() - begun)
     median = statistics.median(times)
     steps_per_epoch = int(np.ceil(0.8 * edges / batch_size))
     print(
-        f"device={device} amp={amp} batch={batch_size}: median {1000 * median:.1f} ms/step "
-        f"over {steps} steps; {steps_per_epoch} steps/epoch -> {median * steps_per_epoch:.1f} "
-        f"s/epoch, {20 * median * steps_per_epoch / 60:.1f} min for 20 epochs"
+        f"{stepper.name}, scale {fraction}, device={device} amp={amp} batch={batch_size}: "
+        f"median {1000 * median:.1f} ms/step over {steps} steps; {steps_per_epoch} steps/epoch "
+        f"-> {median * steps_per_epoch:.1f} s/epoch, "
+        f"{20 * median * steps_per_epoch / 60:.1f} min for 20 epochs"
     )
     if device.type == "cuda":
         print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
@@ -171,16 +350,32 @@ def main() -> None:
     v.add_argument("--epochs", type=int, default=20)
     v.add_argument("--folds", type=int, default=3)
     v.add_argument("--diagnostics", action="store_true", help="also the zero-fill variants")
-    s = sub.add_parser("iesn-step")
-    s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    s.add_argument("--steps", type=int, default=20)
-    s.add_argument("--amp", action="store_true")
-    s.add_argument("--batch-size", type=int, default=512)
+    for name in ("iesn-step", "side-by-side"):
+        s = sub.add_parser(name)
+        s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        s.add_argument("--scale", type=float, default=1.0, help="fraction of Table I's sizes")
+        s.add_argument("--steps", type=int, default=20 if name == "iesn-step" else 10)
+        s.add_argument("--amp", action="store_true", help="bf16 autocast")
+        s.add_argument("--compile", action="store_true", help="torch.compile our encode")
+    s.add_argument("--memory", action="store_true", help="each model's peak in its own process")
+    step = sub.choices["iesn-step"]
+    step.add_argument("--batch-size", type=int, default=512)
+    step.add_argument("--model", choices=["ours", "pyg", "floor"], default="ours")
     args = parser.parse_args()
     if args.command == "variants":
         variants(args.graph, args.epochs, args.folds, args.diagnostics)
+    elif args.command == "side-by-side":
+        side_by_side(args.scale, args.device, args.steps, args.amp, args.compile, args.memory)
     else:
-        iesn_step(args.device, args.steps, args.amp, args.batch_size)
+        iesn_step(
+            args.device,
+            args.steps,
+            args.amp,
+            args.batch_size,
+            args.scale,
+            args.model,
+            args.compile,
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from hmg_pipeline.resources import (
     PipelinePaths,
     resource_from_env,
 )
-from hmg_pipeline.storage import artifact_io_manager, duckdb_io_manager, executor
+from hmg_pipeline.storage import artifact_io_manager, duckdb_io_manager, executor_from_env
 
 ASSET_MODULES = [raw, flickr, labels, features, graph, model, augment, experiments]
 
@@ -101,5 +101,5 @@ defs = Definitions(
     schedules=[flickr.refresh_dead_flickr_content],
     sensors=[flickr.flickr_changes_sensor],
     resources=build_resources(PipelinePaths.from_env()),
-    executor=executor,
+    executor=executor_from_env(),
 )

@@ -146,6 +146,12 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("HMG_LLAVA_MODEL", "", "a model id, directory or Ollama name", _text),
         Setting("HMG_OLLAMA_URL", DEFAULT_OLLAMA_URL, "an http(s) URL", _http_url),
+        Setting(
+            "HMG_EXECUTOR",
+            "multiprocess",
+            "multiprocess or in_process",
+            _choice("multiprocess", "in_process"),
+        ),
     )
 }
 

@@ -262,3 +262,19 @@ def test_a_store_on_a_virtual_file_system_is_refused(store: str, reason: str) ->
     message = str(error.value)
     assert message.startswith(f"HMG_STORE_DIR={store!r} is not a writable directory {reason}")
     assert "\n" not in message and "tmp" not in message
+
+
+def test_the_executor_setting_picks_in_process_or_multiprocess(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagster import in_process_executor
+
+    from hmg_pipeline.storage import executor_from_env, multiprocess
+
+    monkeypatch.setenv("HMG_EXECUTOR", "in_process")
+    assert executor_from_env() is in_process_executor
+    monkeypatch.delenv("HMG_EXECUTOR")
+    assert executor_from_env() is multiprocess
+    monkeypatch.setenv("HMG_EXECUTOR", "threads")
+    with pytest.warns(UserWarning, match="HMG_EXECUTOR='threads' is not allowed"):
+        assert executor_from_env() is multiprocess

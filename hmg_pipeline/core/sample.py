@@ -200,9 +200,25 @@ class World:
     image_affect: np.ndarray  # (images, 8) emotion evidence visible in the image
 
 
-def generate(out: Path, seed: int = 0, scale: str = "small") -> dict[str, int]:
-    """Write the dataset's tables (and images at small scale) to ``out``; return row counts."""
-    spec = SCALES[scale]
+def iesn_fraction(fraction: float) -> Scale:
+    """Table I's counts times ``fraction`` (groups and communities kept), no image files: the
+    benchmarks' ``--scale``."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction} of IESN: use a number in (0, 1]")
+    full = SCALES["iesn"]
+    return Scale(
+        *(max(1, round(fraction * n)) for n in (full.users, full.images, full.views)),
+        max(1, round(fraction * full.contact_pairs)),
+        full.groups,
+        full.communities,
+        False,
+    )
+
+
+def generate(out: Path, seed: int = 0, scale: str | Scale = "small") -> dict[str, int]:
+    """Write the dataset's tables (and images at small scale) to ``out``; return row counts.
+    ``scale`` names one of :data:`SCALES` or is a :class:`Scale`."""
+    spec = scale if isinstance(scale, Scale) else SCALES[scale]
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -88,6 +88,18 @@ class TrainConfig(BaseModel):
         "many as test edges in test (scored as a 9-class problem too); validation (model "
         "selection) stays emotion-only",
     )
+    kernels: Literal["fused", "pyg"] = Field(
+        default="fused",
+        description="fused: the GAT layers as one pass per layer (hmg_pipeline.model.fused; "
+        "same math and parameters, several times faster, BENCHMARKS.md); pyg: PyG's "
+        "HeteroConv(GATConv), the reference the tests pin the fused path to. sage/graphconv "
+        "always run through PyG",
+    )
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the message passing (static shapes); off by default: no "
+        "gain measured on CPU",
+    )
     negatives_from: Literal["viewers", "all_users"] = Field(
         default="viewers",
         description="whose non-edges are negatives: users with at least one view, or every "

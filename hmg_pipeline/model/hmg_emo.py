@@ -40,6 +40,7 @@ from torch_geometric.nn import GATConv, GraphConv, HeteroConv, SAGEConv
 
 from hmg_pipeline.core.graph import CONNECTS, REV_VIEWS, VIEWS
 from hmg_pipeline.model.config import ModelConfig
+from hmg_pipeline.model.fused import FusedLayout, comment_scores, fused_gat_layer
 
 
 @dataclass(frozen=True)
@@ -175,12 +176,30 @@ class HMGEmo(nn.Module):
             combined += config.comment_proj if config.use_comments else 0
         self.head = mlp_head(combined, config, dims.classes)
 
+    @property
+    def fusable(self) -> bool:
+        """Whether :mod:`hmg_pipeline.model.fused` computes this model's layers (GAT backbone)."""
+        return self.config.backbone == "gat"
+
+    def fused_layout(self, edge_index_dict: dict, users: int, images: int) -> FusedLayout:
+        """The fused path's edge layout of a message-passing graph, for this model's self term."""
+        return FusedLayout.of(edge_index_dict, users, images, self.config.self_term == "softmax")
+
     def encode(
-        self, x_dict: dict[str, Tensor], edge_index_dict: dict, edge_attr_dict: dict
+        self,
+        x_dict: dict[str, Tensor],
+        edge_index_dict: dict,
+        edge_attr_dict: dict,
+        layout: FusedLayout | None = None,
     ) -> dict[str, Tensor]:
-        """Node embeddings after the input projections and the message-passing layers."""
+        """Node embeddings after the input projections and the message-passing layers. With a
+        ``layout`` (of the same ``edge_index_dict``) the layers run fused
+        (:func:`~hmg_pipeline.model.fused.fused_gat_layer`: same math, same parameters);
+        without, through PyG's ``HeteroConv``, the reference."""
         x = {"user": self.user_proj(x_dict["user"]), "image": self.image_proj(x_dict["image"])}
         inputs = {f"{kind}_input": x[kind] for kind in x} if self.config.skip_to_head else {}
+        if layout is not None:
+            return self._encode_fused(x, edge_attr_dict, layout) | inputs
         edge_attr = {}
         if self.config.use_comments and self.config.backbone == "gat":
             comment = self.comment_proj(edge_attr_dict[VIEWS])
@@ -192,6 +211,21 @@ class HMGEmo(nn.Module):
                 out = conv(x, edge_index_dict)
             x = {kind: F.relu(norms[kind](out[kind])) for kind in ("user", "image")}
         return x | inputs
+
+    def _encode_fused(
+        self, x: dict[str, Tensor], edge_attr_dict: dict, layout: FusedLayout
+    ) -> dict[str, Tensor]:
+        if not self.fusable:
+            raise ValueError(f"the fused path runs GAT layers, not {self.config.backbone!r}")
+        scores = None
+        if self.config.use_comments:
+            scores = comment_scores(list(self.convs), self.comment_proj, edge_attr_dict[VIEWS])
+        user, image = x["user"], x["image"]
+        for layer, (conv, norms) in enumerate(zip(self.convs, self.norms, strict=True)):
+            own = None if scores is None else scores[:, 2 * layer : 2 * layer + 2]
+            user, image = fused_gat_layer(conv, user, image, own, layout)
+            user, image = F.relu(norms["user"](user)), F.relu(norms["image"](image))
+        return {"user": user, "image": image}
 
     def beta(self, x_u: Tensor, x_i: Tensor) -> Tensor:
         """Eq. 5: beta = exp(LeakyReLU(w_u . x_u + w_i . x_i)) (``sigmoid`` as a setting)."""

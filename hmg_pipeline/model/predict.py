@@ -132,7 +132,7 @@ def predict_pairs(
             tensors = tensors.passing_only(np.setdiff1d(edges, hidden_edges))
         model = trained.model
         with torch.no_grad():
-            nodes = model.encode(tensors.x, tensors.edge_index, tensors.edge_attr)
+            nodes = tensors.encode(model)
             comments = pair_comments(tensors, index)
             logits = model.classify(nodes, index, comments)[:, : len(names)]
             probabilities[scored] = torch.softmax(logits, dim=1).numpy()
