@@ -7,6 +7,8 @@ Side by side at a fraction of Table I (random features of the paper's dimensions
 HeteroConv(GATConv) stack (bench/pyg_stack.py), our model (fused layers) and the propagation
 floor, one training step each (forward + backward + Adam, batch 512), in one run:
     python -m bench.training side-by-side --scale 0.1 [--steps 10] [--device cpu] [--memory]
+Training schedules on the sample (test weighted F1, full-graph passes):
+    python -m bench.training schedules [--graph data/store/artifacts/hetero_graph.pt]
 Step time of our model alone (or the PyG path: --kernels pyg) at a fraction of Table I:
     python -m bench.training iesn-step --device cuda [--scale 1.0] [--steps 20] [--amp]
 """
@@ -85,6 +87,36 @@ def variants(graph: Path, epochs: int, folds: int, diagnostics: bool) -> None:
         print(f"{name}: {seconds[name]:.0f}s for {folds} folds", flush=True)
     metrics = metrics_frame(rows)
     print(markdown_table(summary_table(metrics, (*PAPER_METRICS, "macro_f1"))))
+
+
+# name -> TrainConfig settings: the paper's schedule and cheaper ones (fewer full-graph passes)
+SCHEDULES: dict[str, dict] = {
+    "paper: batch 512, 20 epochs": {},
+    "batch 2048, 40 epochs": {"batch_size": 2048, "epochs": 40},
+    "full batch, 100 epochs": {"schedule": "full_batch", "epochs": 100},
+    "full batch, 200 epochs": {"schedule": "full_batch", "epochs": 200},
+    "full batch, 200 epochs, lr 0.01": {"schedule": "full_batch", "epochs": 200, "lr": 0.01},
+}
+
+
+def schedules(graph: Path, folds: int) -> None:
+    """Each schedule's test weighted F1 on the sample and its full-graph passes per fold."""
+    data = torch.load(graph, weights_only=False)
+    rows = []
+    for name, settings in SCHEDULES.items():
+        config = TrainConfig(folds=folds, **settings)
+        started = time.perf_counter()
+        result = cross_validate(data, ModelConfig(), config, torch.device("cpu"), name=name)
+        seconds = time.perf_counter() - started
+        passes = len(result.folds[0].step_seconds)
+        f1 = [row["value"] for row in result.rows if row["metric"] == "weighted_f1"]
+        rows.append(
+            f"| {name} | {np.mean(f1):.4f} ± {np.std(f1, ddof=1):.4f} | {passes} | {seconds:.0f} |"
+        )
+        print(rows[-1], flush=True)
+    print("| schedule | test weighted F1 | training passes per fold | seconds (all folds) |")
+    print("|---|---|---|---|")
+    print("\n".join(rows))
 
 
 def iesn_graph(seed: int = 0, fraction: float = 1.0):
@@ -223,12 +255,23 @@ def same_logits(models: dict[str, Stepper], graph: GraphTensors) -> float:
 
 
 def saved_for_backward(stepper: Stepper, batch: torch.Tensor) -> tuple[int, list[str]]:
-    """Bytes autograd keeps for backward in one step, and the largest saved tensors."""
+    """Bytes autograd keeps for backward in one step (each storage once; parameters, inputs
+    and the graph's own tensors left out: they exist anyway), and the largest saved tensors."""
+    existing = {p.untyped_storage().data_ptr() for p in stepper.model.parameters()}
+    graph = stepper.graph
+    for tensor in [*graph.x.values(), *graph.edge_index.values(), *graph.edge_attr.values()]:
+        existing.add(tensor.untyped_storage().data_ptr())
+    seen: set[int] = set()
     sizes: dict[tuple, list[int]] = {}
 
     def pack(tensor):
-        key = (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
-        sizes.setdefault(key, []).append(tensor.numel() * tensor.element_size())
+        if tensor.layout != torch.strided:  # a sparse matrix of the graph: built before
+            return tensor
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer not in existing and pointer not in seen:
+            seen.add(pointer)
+            key = (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."))
+            sizes.setdefault(key, []).append(tensor.untyped_storage().nbytes())
         return tensor
 
     stepper.model.train()
@@ -236,9 +279,9 @@ def saved_for_backward(stepper: Stepper, batch: torch.Tensor) -> tuple[int, list
         logits = stepper.forward(batch)
     del logits
     total = sum(sum(v) for v in sizes.values())
-    ranked = sorted(sizes.items(), key=lambda item: -sum(item[1]))[:4]
+    ranked = sorted(sizes.items(), key=lambda item: -sum(item[1]))[:3]
     names = [
-        f"{len(v)} x {list(shape)} {dtype} = {sum(v) / 2**20:,.0f} MiB"
+        f"{len(v)} x {list(shape)} {dtype} ({sum(v) / 2**20:,.0f} MiB)"
         for (shape, dtype), v in ranked
     ]
     return total, names
@@ -279,7 +322,7 @@ def side_by_side(
         print(
             f"| {stepper.name} | {1000 * median[kind]:,.1f} | "
             f"{median['pyg'] / median[kind]:.2f}x faster | {median[kind] / median['floor']:.2f}x | "
-            f"{saved / 2**30:.2f} GiB | {'; '.join(largest[:2])} |"
+            f"{saved / 2**30:.2f} GiB | {'; '.join(largest)} |"
         )
     if device.type == "cuda":
         print(f"peak GPU memory (all three) {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
@@ -350,6 +393,9 @@ def main() -> None:
     v.add_argument("--epochs", type=int, default=20)
     v.add_argument("--folds", type=int, default=3)
     v.add_argument("--diagnostics", action="store_true", help="also the zero-fill variants")
+    sch = sub.add_parser("schedules")
+    sch.add_argument("--graph", type=Path, default=Path("data/store/artifacts/hetero_graph.pt"))
+    sch.add_argument("--folds", type=int, default=3)
     for name in ("iesn-step", "side-by-side"):
         s = sub.add_parser(name)
         s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -364,6 +410,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "variants":
         variants(args.graph, args.epochs, args.folds, args.diagnostics)
+    elif args.command == "schedules":
+        schedules(args.graph, args.folds)
     elif args.command == "side-by-side":
         side_by_side(args.scale, args.device, args.steps, args.amp, args.compile, args.memory)
     else:

@@ -185,7 +185,7 @@ def test_training_with_either_kernel_ends_at_the_same_weights(protocol):
     fused, pyg = results["fused"], results["pyg"]
     assert fused.best_epoch == pyg.best_epoch
     for name, value in pyg.state_dict.items():
-        if name.startswith("convs.") and name.endswith(".bias") or "running_mean" in name:
+        if (name.startswith("convs.") and name.endswith(".bias")) or "running_mean" in name:
             # BatchNorm cancels a layer's bias: its gradient is float noise, which Adam scales
             # up to full steps; the bias and the running mean that tracks it drift apart
             # without changing an output (the logits below)
@@ -239,3 +239,16 @@ def test_layout_refuses_nodes_out_of_range():
     graph["edge_index"][CONNECTS][0, 0] = graph["users"]
     with pytest.raises(ValueError, match=r"connects.*outside 0\.\.39"):
         FusedLayout.of(graph["edge_index"], graph["users"], graph["images"], False)
+
+
+def test_thin_product_gradients():
+    from hmg_pipeline.model.fused import ThinProduct
+
+    g = torch.Generator().manual_seed(12)
+    x, m, b = (
+        torch.randn(*shape, generator=g, dtype=torch.float64) for shape in [(30, 7), (7, 3), (3,)]
+    )
+    for tensor in (x, m, b):
+        tensor.requires_grad_(True)
+    torch.testing.assert_close(ThinProduct.apply(x, m, b), x @ m + b)
+    assert torch.autograd.gradcheck(ThinProduct.apply, (x, m, b))

@@ -96,7 +96,7 @@ def llava_comments(
         None if skip else (lambda: llava.generator(paths.models_dir, device)),
         paths.llava_cache,
         lambda sha: file_of_sha[sha].read_bytes(),  # type: ignore[union-attr]
-        llava.batch_size,
+        llava.generate_batch_size(),
         context.log.info,
     )
     metadata = generation_metadata(table, result, time.perf_counter() - started)

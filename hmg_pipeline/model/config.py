@@ -64,6 +64,13 @@ class TrainConfig(BaseModel):
     epochs: int = Field(default=20, description="epochs per fold")
     lr: float = Field(default=0.005, description="Adam's learning rate (cosine annealing)")
     batch_size: int = Field(default=512, description="supervision edges per step")
+    schedule: Literal["paper", "full_batch"] = Field(
+        default="paper",
+        description="paper: every training edge once per epoch in shuffled batches of "
+        "batch_size, one full-graph pass per batch; full_batch: one step per epoch on every "
+        "training edge (batch_size unused; give it more epochs): far fewer full-graph passes "
+        "at IESN scale (BENCHMARKS.md)",
+    )
     weight_decay: float = Field(default=0.0, description="Adam's weight decay")
     seed: int = Field(default=0, description="fold k uses seed + k for its split and weights")
     folds: int = Field(

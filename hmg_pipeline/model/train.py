@@ -237,8 +237,8 @@ def _train_fold(
     negatives = negative_sampler(data, model_config, train_config)
     negative_rng = np.random.default_rng([train_config.seed + split.fold, 1])
     none_class = model.dims.classes  # the first extra class
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay
+    optimizer = torch.optim.Adam(  # fused: one kernel for all ~130 parameters (CPU and CUDA)
+        model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay, fused=True
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train_config.epochs)
     history: list[EpochLog] = []
@@ -247,11 +247,12 @@ def _train_fold(
     for epoch in range(1, train_config.epochs + 1):
         started = time.perf_counter()
         model.train()
-        order = rng.permutation(split.train)
+        order = torch.as_tensor(rng.permutation(split.train), device=device)  # once an epoch
         losses = []
-        for start in range(0, len(order), train_config.batch_size):
+        size = len(order) if train_config.schedule == "full_batch" else train_config.batch_size
+        for start in range(0, len(order), size):
             step_started = time.perf_counter()
-            batch = torch.as_tensor(order[start : start + train_config.batch_size], device=device)
+            batch = order[start : start + size]
             targets = graphs.train.labels[batch]
             non_edges = None
             if negatives is not None:
@@ -265,10 +266,11 @@ def _train_fold(
             loss = F.cross_entropy(logits.float(), targets)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())  # read once an epoch: no host sync per step
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             step_seconds.append(time.perf_counter() - step_started)
+        losses = torch.stack(losses).double().cpu().numpy()
         scheduler.step()
         val_f1 = held_out_metrics(model, graphs.val, split.val, data.class_names, amp)[0][
             "weighted_f1"
