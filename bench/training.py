@@ -293,6 +293,11 @@ def side_by_side(
     import subprocess
     import sys
 
+    if memory:  # first, each model alone in a fresh process: its own peak (nothing held here)
+        for kind in ("pyg", "ours", "floor"):
+            command = ["iesn-step", "--scale", str(fraction), "--model", kind, "--steps", "3"]
+            command += ["--device", device_name] + (["--amp"] if amp else [])
+            subprocess.run([sys.executable, "-m", "bench.training", *command], check=True)
     started = time.perf_counter()
     data, stats = iesn_graph(fraction=fraction)
     print(
@@ -326,26 +331,6 @@ def side_by_side(
         )
     if device.type == "cuda":
         print(f"peak GPU memory (all three) {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    if memory:  # each model alone in a fresh process: its own peak
-        for kind in models:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.training",
-                    "iesn-step",
-                    "--scale",
-                    str(fraction),
-                    "--model",
-                    kind,
-                    "--steps",
-                    "3",
-                    "--device",
-                    device_name,
-                ]
-                + (["--amp"] if amp else []),
-                check=True,
-            )
 
 
 def iesn_step(
