@@ -205,40 +205,23 @@ def steppers(data, device: torch.device, kinds: list[str], compile_: bool = Fals
         nodes = encode(graph.x, graph.edge_index, graph.edge_attr, layout)
         return ours.classify(nodes, graph.pairs[:, batch], graph.comments[batch])
 
+    def plain(model):  # the two bench models take the whole graph and the batch's pairs
+        return lambda batch: model(
+            graph.x, graph.edge_index, graph.edge_attr, graph.pairs[:, batch], graph.comments[batch]
+        )
+
     result = {}
     for kind in kinds:
         if kind == "ours":
             result[kind] = Stepper("ours (fused)", ours, forward_ours, graph)
         elif kind == "pyg":
-            plain = PlainPyGStack(config, dims).to(device)
-            plain.load_state_dict(ours.state_dict())
-            result[kind] = Stepper(
-                "plain PyG HeteroConv(GATConv)",
-                plain,
-                lambda batch, m=plain: m(
-                    graph.x,
-                    graph.edge_index,
-                    graph.edge_attr,
-                    graph.pairs[:, batch],
-                    graph.comments[batch],
-                ),
-                graph,
-            )
+            stack = PlainPyGStack(config, dims).to(device)
+            stack.load_state_dict(ours.state_dict())
+            result[kind] = Stepper("plain PyG HeteroConv(GATConv)", stack, plain(stack), graph)
         elif kind == "floor":
             adjacency = PropagationFloor.adjacency_of(graph.edge_index, users, images)
             floor = PropagationFloor(config, dims, adjacency).to(device)
-            result[kind] = Stepper(
-                "propagation floor (CSR spmm)",
-                floor,
-                lambda batch, m=floor: m(
-                    graph.x,
-                    graph.edge_index,
-                    graph.edge_attr,
-                    graph.pairs[:, batch],
-                    graph.comments[batch],
-                ),
-                graph,
-            )
+            result[kind] = Stepper("propagation floor (CSR spmm)", floor, plain(floor), graph)
     return result, graph
 
 
