@@ -23,9 +23,10 @@ MAIN_JOB ?= hmg_main
 # a tiny random LLaVA: a plumbing check, not LLaVA (set HMG_LLAVA_MODEL / HMG_LLAVA_BACKEND).
 ifeq ($(HMG_RAW_DIR),data/sample)
 export HMG_LLAVA_MODEL ?= tiny-random
-# The small sample runs every step in the run's process: a process per step costs ~2.5 s of
-# start-up and imports each on 2 cores, more than most steps take here (BENCHMARKS.md).
-export HMG_EXECUTOR ?= in_process
+# `make demo` / `make experiments` on the small sample run every step in the run's process: a
+# process per step costs ~2.5 s of start-up and imports on 2 cores, more than most steps take
+# here (BENCHMARKS.md). Only those two targets: the tests and `make dev` keep the default.
+RUN_ENV := HMG_EXECUTOR="$${HMG_EXECUTOR:-in_process}"
 endif
 
 .PHONY: install demo experiments test lint format dev sample sample-iesn bench clean
@@ -49,10 +50,10 @@ $(DAGSTER_HOME)/dagster.yaml:
 # The run is launched in the code location `dagster dev` loads (hmg_pipeline/launch.py): the UI
 # lists it under the job; make waits for it and fails if the run fails.
 demo: install
-	$(BIN)/python -m hmg_pipeline.launch $(MAIN_JOB)
+	$(RUN_ENV) $(BIN)/python -m hmg_pipeline.launch $(MAIN_JOB)
 
 experiments: install
-	$(BIN)/python -m hmg_pipeline.launch paper_experiments
+	$(RUN_ENV) $(BIN)/python -m hmg_pipeline.launch paper_experiments
 
 test: install
 	$(BIN)/ruff check .

@@ -16,7 +16,7 @@ from dagster._core.execution.api import create_execution_plan
 
 from hmg_pipeline.definitions import all_checks, defs
 from hmg_pipeline.resources import ComputeResource, PipelinePaths
-from hmg_pipeline.storage import DUCKDB_TAG_KEY, MissingUpstream
+from hmg_pipeline.storage import DUCKDB_TAG_KEY, MissingUpstream, executor_from_env, multiprocess
 
 from .helpers import TinyDataset
 
@@ -94,7 +94,8 @@ def test_every_duckdb_step_is_limited_to_one_at_a_time() -> None:
     job = defs.resolve_implicit_global_asset_job_def()
     for node in job.graph.node_defs:
         assert node.tags.get(DUCKDB_TAG_KEY) == "writer", node.name
-    resolved = defs.executor.config_schema.resolve_config({}).value  # type: ignore[union-attr]
+    assert defs.executor is executor_from_env()  # multiprocess unless HMG_EXECUTOR says so
+    resolved = multiprocess.config_schema.resolve_config({}).value  # type: ignore[union-attr]
     limits = resolved["config"]["tag_concurrency_limits"]
     assert {"key": DUCKDB_TAG_KEY, "value": "writer", "limit": 1} in limits
 
