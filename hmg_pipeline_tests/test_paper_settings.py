@@ -49,6 +49,28 @@ def test_negatives_are_drawn_from_viewers_only_when_asked() -> None:
         NonEdgeSampler(np.array([[0, 0], [0, 1]]), 5, 2, users=np.array([0]))
 
 
+def test_training_negatives_avoid_only_the_edges_training_sees() -> None:
+    """Inductive (RandomLinkSplit): a held-out edge is unknown to training, so a training
+    negative may be that pair; test non-edges avoid every edge."""
+    from hmg_pipeline.model.train import negative_sampler
+
+    data = separable_graph()
+    split = stratified_split(data[VIEWS].edge_label.numpy(), seed=0)
+    model = ModelConfig(use_comments=False, extra_classes=1)
+    train = TrainConfig(negative_sampling=True)
+    images = data["image"].num_nodes
+    codes = lambda index: set((index[0] * images + index[1]).tolist())  # noqa: E731
+    edges = data[VIEWS].edge_index.numpy()
+    seen = negative_sampler(data, model, train, split.train)
+    every = negative_sampler(data, model, train)
+    held_out = codes(edges[:, np.concatenate([split.val, split.test])])
+    assert set(seen.existing.tolist()) == codes(edges[:, split.train])  # type: ignore[union-attr]
+    assert held_out <= set(every.existing.tolist())  # type: ignore[union-attr]
+    drawn = codes(seen.sample(np.random.default_rng(0), 20_000))  # type: ignore[union-attr]
+    assert drawn & held_out  # held-out pairs can be drawn as training negatives
+    assert not drawn & codes(edges[:, split.train])
+
+
 def test_negative_sampling_scores_test_non_edges_as_a_ninth_class() -> None:
     data = separable_graph()
     split = stratified_split(data[VIEWS].edge_label.numpy(), seed=0)

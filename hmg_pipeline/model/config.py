@@ -91,9 +91,10 @@ class TrainConfig(BaseModel):
     )
     negative_sampling: bool = Field(
         default=False,
-        description="Table V: one non-edge labelled none per batch edge in training, and as "
-        "many as test edges in test (scored as a 9-class problem too); validation (model "
-        "selection) stays emotion-only",
+        description="Table V: one non-edge labelled none per batch edge in training (avoiding "
+        "the edges training sees: in the inductive protocol the training edges), and as many "
+        "true non-edges as test edges in test (scored as a 9-class problem too); validation "
+        "(model selection) stays emotion-only",
     )
     kernels: Literal["fused", "pyg"] = Field(
         default="fused",

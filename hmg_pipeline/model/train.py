@@ -234,7 +234,8 @@ def _train_fold(
     model = build_model(model_config, InputDims.of(data)).to(device)
     if train_config.compile and isinstance(model, HMGEmo):
         model.encode = torch.compile(model.encode, dynamic=False)  # the module's state is unchanged
-    negatives = negative_sampler(data, model_config, train_config)
+    seen = split.train if train_config.message_passing == "inductive" else None
+    negatives = negative_sampler(data, model_config, train_config, seen)  # held-out edges unseen
     negative_rng = np.random.default_rng([train_config.seed + split.fold, 1])
     none_class = model.dims.classes  # the first extra class
     optimizer = torch.optim.Adam(  # fused: one kernel for all ~130 parameters (CPU and CUDA)
@@ -290,7 +291,8 @@ def _train_fold(
     model.load_state_dict(best[2])
     test_metrics, matrix = held_out_metrics(model, graphs.test, split.test, data.class_names, amp)
     if negatives is not None:  # the same count of test non-edges as test edges (training ratio)
-        test_non_edges = negatives.sample(
+        test_negatives = negative_sampler(data, model_config, train_config)  # avoid every edge
+        test_non_edges = test_negatives.sample(  # type: ignore[union-attr]
             np.random.default_rng([train_config.seed + split.fold, 3]), len(split.test)
         )
         test_metrics |= nine_class_metrics(
@@ -397,9 +399,16 @@ def with_edge_features(data: HeteroData, features: torch.Tensor) -> HeteroData:
 
 
 def negative_sampler(
-    data: HeteroData, model_config: ModelConfig, train_config: TrainConfig
+    data: HeteroData,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    avoid: np.ndarray | None = None,
 ) -> NonEdgeSampler | None:
-    """The sampler of non-edges when negative sampling is on (checked against the model)."""
+    """The sampler of non-edges when negative sampling is on (checked against the model).
+    Sampled pairs avoid the user-image edges ``avoid`` (indices; default every edge): training
+    passes the edges it can see, as PyG's ``RandomLinkSplit`` samples training negatives
+    against training edges only; test non-edges avoid every edge (they must be true
+    non-edges)."""
     if not train_config.negative_sampling:
         return None
     if model_config.extra_classes < 1:
@@ -413,7 +422,8 @@ def negative_sampler(
         )
     edge_index = data[VIEWS].edge_index.numpy()
     viewers = np.unique(edge_index[0]) if train_config.negatives_from == "viewers" else None
-    return NonEdgeSampler(edge_index, data["user"].num_nodes, data["image"].num_nodes, viewers)
+    known = edge_index if avoid is None else edge_index[:, avoid]
+    return NonEdgeSampler(known, data["user"].num_nodes, data["image"].num_nodes, viewers)
 
 
 def nine_class_metrics(
