@@ -27,7 +27,7 @@ SETTINGS = [
     {"self_term": "softmax"},
     {"use_comments": False},
     {"use_ac": False, "combine": "add"},
-    {"self_term": "softmax", "use_comments": False, "skip_to_head": False},
+    {"self_term": "softmax", "use_comments": False, "skip_to_head": False},  # as written, no T
 ]
 
 
@@ -114,18 +114,26 @@ def test_segment_softmax_is_pygs_softmax():
     )
 
 
-def test_csr_aggregate_gradients():
-    """Backward (transposed product, sampled product) against finite differences."""
+def test_csr_aggregate_matches_a_dense_float64_reference():
+    """Forward and both gradients (transposed product, sampled product) against a dense
+    float64 matrix with autograd, at float32 precision."""
     graph = random_graph(4, users=9, images=6, views=20)
     layout = FusedLayout.of(graph["edge_index"], 9, 6, bipartite_loops=True)
-    alpha = torch.rand(layout.source.shape[0], dtype=torch.float64, requires_grad=True)
-    table = torch.randn(layout.table_rows, 3, dtype=torch.float64, requires_grad=True)
-
-    def aggregate(a, t):
-        return CSRAggregate.apply(a.double(), t.double(), layout)
-
-    # CSRAggregate computes in float32; gradcheck's tolerance is set for that
-    assert torch.autograd.gradcheck(aggregate, (alpha, table), eps=1e-3, atol=5e-3, rtol=1e-2)
+    g = torch.Generator().manual_seed(4)
+    alpha = torch.rand(layout.source.shape[0], generator=g, dtype=torch.float64)
+    table = torch.randn(layout.table_rows, 3, generator=g, dtype=torch.float64)
+    weights = torch.randn(15, 3, generator=g, dtype=torch.float64)
+    fused_inputs = [t.float().requires_grad_(True) for t in (alpha, table)]
+    out = CSRAggregate.apply(*fused_inputs, layout)
+    (out.double() * weights).sum().backward()
+    dense_inputs = [t.clone().requires_grad_(True) for t in (alpha, table)]
+    dense = torch.zeros(15, layout.table_rows, dtype=torch.float64)
+    dense = dense.index_put((layout.target, layout.source), dense_inputs[0], accumulate=True)
+    expected = dense @ dense_inputs[1]
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
+    for fused, reference in zip(fused_inputs, dense_inputs, strict=True):
+        torch.testing.assert_close(fused.grad.double(), reference.grad, atol=1e-5, rtol=1e-5)
 
 
 def test_layout_counts_every_edge_and_loop():
@@ -252,3 +260,58 @@ def test_thin_product_gradients():
         tensor.requires_grad_(True)
     torch.testing.assert_close(ThinProduct.apply(x, m, b), x @ m + b)
     assert torch.autograd.gradcheck(ThinProduct.apply, (x, m, b))
+
+
+@pytest.mark.parametrize("empty", ["views", "contacts", "both"])
+def test_fused_layers_match_pyg_with_an_empty_relation(empty):
+    graph = random_graph(13)
+    if empty in ("views", "both"):
+        none = torch.zeros(2, 0, dtype=torch.long)
+        graph["edge_index"][VIEWS], graph["edge_index"][REV_VIEWS] = none, none
+        graph["edge_attr"][VIEWS] = torch.zeros(0, 10)
+    if empty in ("contacts", "both"):
+        graph["edge_index"][CONNECTS] = torch.zeros(2, 0, dtype=torch.long)
+    for settings in SETTINGS:
+        model = model_for(settings).train()
+        layout = model.fused_layout(graph["edge_index"], graph["users"], graph["images"])
+        outputs = []
+        for used in (None, layout):
+            nodes = model.encode(graph["x"], graph["edge_index"], graph["edge_attr"], used)
+            loss = (nodes["user"] ** 2).sum() + (nodes["image"] ** 2).sum()
+            grads = torch.autograd.grad(loss, list(model.convs.parameters()), allow_unused=True)
+            outputs.append((nodes, grads))
+        (ref, ref_grads), (fused, fused_grads) = outputs
+        for kind in ("user", "image"):
+            torch.testing.assert_close(fused[kind], ref[kind], atol=2e-5, rtol=1e-4)
+        for a, b in zip(fused_grads, ref_grads, strict=True):
+            if b is not None:
+                torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-3)
+
+
+def test_fused_layers_under_bf16_autocast_keep_attention_in_float32():
+    """Under autocast (HMG_AMP on CUDA; CPU here) the fused path runs and stays within bf16
+    rounding of its float32 result."""
+    graph = random_graph(14)
+    model = model_for({}).eval()
+    layout = model.fused_layout(graph["edge_index"], graph["users"], graph["images"])
+    with torch.no_grad():
+        exact = model.encode(graph["x"], graph["edge_index"], graph["edge_attr"], layout)
+        with torch.autocast("cpu", torch.bfloat16):
+            rounded = model.encode(graph["x"], graph["edge_index"], graph["edge_attr"], layout)
+    for kind in ("user", "image"):
+        error = (rounded[kind].float() - exact[kind]).abs().max() / exact[kind].abs().max()
+        assert error < 0.05, (kind, float(error))
+
+
+def test_a_layout_of_another_graph_or_self_term_is_refused():
+    graph = random_graph(15)
+    model = model_for({})
+    fewer = {**graph["edge_index"]}
+    fewer[VIEWS] = graph["edge_index"][VIEWS][:, :100]
+    fewer[REV_VIEWS] = fewer[VIEWS].flip(0)
+    stale = model.fused_layout(fewer, graph["users"], graph["images"])
+    with pytest.raises(ValueError, match="build it from this graph"):
+        model.encode(graph["x"], graph["edge_index"], graph["edge_attr"], stale)
+    other_term = FusedLayout.of(graph["edge_index"], graph["users"], graph["images"], True)
+    with pytest.raises(ValueError, match="build it from this graph"):
+        model.encode(graph["x"], graph["edge_index"], graph["edge_attr"], other_term)

@@ -56,6 +56,16 @@ class FusedLayout:
     perm_t: Tensor  # (E,) CSR position of each edge in transposed order
     comments: int  # user-image edges with a comment row (rows of edge_attr[VIEWS])
 
+    def check(self, users: int, images: int, comments: int, bipartite_loops: bool) -> None:
+        """Refuse a layout built for another graph or self term: it would compute silently
+        wrong embeddings (its indices stay in range)."""
+        built = (self.users, self.images, self.comments, self.bipartite_loops)
+        if built != (users, images, comments, bipartite_loops):
+            raise ValueError(
+                f"fused layout of (users, images, user-image edges, self loops) {built} used "
+                f"on {(users, images, comments, bipartite_loops)}: build it from this graph"
+            )
+
     @property
     def table_rows(self) -> int:
         loops = self.images + self.users if self.bipartite_loops else 0
@@ -108,9 +118,10 @@ class FusedLayout:
         none = torch.full_like(source, 2 * n_views)
         blocks.append((source + offset, target, target + images + users, none))
         source, target, segment, slot = (torch.cat(parts) for parts in zip(*blocks, strict=True))
-        order = torch.sort(target, stable=True).indices
-        source, target, segment, slot = source[order], target[order], segment[order], slot[order]
         layout_rows = offset + users
+        # CSR order: by destination, then by source row (canonical, as cuSPARSE expects)
+        order = torch.sort(target * layout_rows + source, stable=True).indices
+        source, target, segment, slot = source[order], target[order], segment[order], slot[order]
         perm_t = torch.sort(source, stable=True).indices
         return cls(
             users=users,
@@ -209,13 +220,15 @@ def comment_scores(layers: list[HeteroConv], project: torch.nn.Linear, comments:
     ``2l`` views and ``2l + 1`` rev_views of layer ``l``. The score
     ``att_edge . lin_edge(project(c))`` is linear in ``c``, so the matrices fold into one
     ``768 x 2L`` product instead of ``E x 256`` and ``E x 64`` intermediates."""
-    vectors = []
-    for layer in layers:
-        for relation in (VIEWS, REV_VIEWS):
-            conv = gat_of(layer.convs[relation])
-            vectors.append(conv.lin_edge.weight.t() @ conv.att_edge.view(-1))
-    folded = torch.stack(vectors, 1)  # (comment_proj, 2L)
-    return ThinProduct.apply(comments, project.weight.t() @ folded, project.bias @ folded)
+    with torch.autocast(comments.device.type, enabled=False):  # attention: float32
+        vectors = []
+        for layer in layers:
+            for relation in (VIEWS, REV_VIEWS):
+                conv = gat_of(layer.convs[relation])
+                vectors.append(conv.lin_edge.weight.t() @ conv.att_edge.view(-1))
+        folded = torch.stack(vectors, 1)  # (comment_proj, 2L)
+        m = project.weight.t() @ folded
+        return ThinProduct.apply(comments.float(), m, project.bias @ folded)
 
 
 class ThinProduct(torch.autograd.Function):
@@ -247,6 +260,8 @@ def fused_gat_layer(
     """One HeteroConv(GATConv, aggr="sum") layer: (user output, image output) before the
     norm. ``scores`` are this layer's comment scores ``(E, 2)`` (None without the term)."""
     views, rev, connects = (gat_of(layer.convs[r]) for r in (VIEWS, REV_VIEWS, CONNECTS))
+    if views.add_self_loops or rev.add_self_loops or not connects.add_self_loops:
+        raise ValueError("the fused layout adds self loops on connects only (as HMG-Emo does)")
     blocks = [(views, x_user)]
     if layout.bipartite_loops:
         blocks.append((views, x_image))
@@ -255,24 +270,26 @@ def fused_gat_layer(
         blocks.append((rev, x_user))
     blocks.append((connects, x_user))
     projected = [F.linear(x, source_weight(conv)) for conv, x in blocks]
-    table = torch.cat(projected)
-    source_att = torch.cat(
-        [p @ conv.att_src.view(-1) for p, (conv, _) in zip(projected, blocks, strict=True)]
-    )
-    target_att = torch.cat(
-        [
-            x @ (target_weight(conv).t() @ conv.att_dst.view(-1))
-            for conv, x in ((views, x_image), (rev, x_user), (connects, x_user))
-        ]
-    )
-    # attention in float32 (under bf16 autocast the projections come in bf16)
-    source_att, target_att = source_att.float(), target_att.float()
-    alpha = source_att.index_select(0, layout.source) + target_att.index_select(0, layout.segment)
-    if scores is not None:
-        slots = torch.cat([scores[:, 0], scores[:, 1], scores.new_zeros(1)]).float()
-        alpha = alpha + slots.index_select(0, layout.comment_slot)
-    alpha = segment_softmax(F.leaky_relu(alpha, 0.2), layout.segment, layout.segments)
-    out = CSRAggregate.apply(alpha, table, layout).to(table.dtype)
+    # attention and aggregation in float32, also under bf16 autocast (as PyG's sums are)
+    with torch.autocast(x_user.device.type, enabled=False):
+        projected = [p.float() for p in projected]
+        table = torch.cat(projected)
+        source_att = torch.cat(
+            [p @ conv.att_src.view(-1) for p, (conv, _) in zip(projected, blocks, strict=True)]
+        )
+        target_att = torch.cat(
+            [
+                x.float() @ (target_weight(conv).t() @ conv.att_dst.view(-1))
+                for conv, x in ((views, x_image), (rev, x_user), (connects, x_user))
+            ]
+        )
+        alpha = source_att.index_select(0, layout.source)
+        alpha = alpha + target_att.index_select(0, layout.segment)
+        if scores is not None:
+            slots = torch.cat([scores[:, 0], scores[:, 1], scores.new_zeros(1)]).float()
+            alpha = alpha + slots.index_select(0, layout.comment_slot)
+        alpha = segment_softmax(F.leaky_relu(alpha, 0.2), layout.segment, layout.segments)
+        out = CSRAggregate.apply(alpha, table, layout)
     out_user, out_image = out[: layout.users], out[layout.users :]
     for conv in (rev, connects):
         out_user = _finish(conv, out_user, x_user)

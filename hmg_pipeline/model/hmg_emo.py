@@ -217,6 +217,10 @@ class HMGEmo(nn.Module):
     ) -> dict[str, Tensor]:
         if not self.fusable:
             raise ValueError(f"the fused path runs GAT layers, not {self.config.backbone!r}")
+        comments = edge_attr_dict[VIEWS].shape[0] if VIEWS in edge_attr_dict else layout.comments
+        layout.check(
+            x["user"].shape[0], x["image"].shape[0], comments, self.config.self_term == "softmax"
+        )
         scores = None
         if self.config.use_comments:
             scores = comment_scores(list(self.convs), self.comment_proj, edge_attr_dict[VIEWS])

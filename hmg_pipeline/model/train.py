@@ -250,7 +250,8 @@ def _train_fold(
         model.train()
         order = torch.as_tensor(rng.permutation(split.train), device=device)  # once an epoch
         losses = []
-        size = len(order) if train_config.schedule == "full_batch" else train_config.batch_size
+        full = train_config.schedule == "full_batch"
+        size = max(1, len(order)) if full else train_config.batch_size
         for start in range(0, len(order), size):
             step_started = time.perf_counter()
             batch = order[start : start + size]
@@ -421,8 +422,8 @@ def negative_sampler(
             "off the non-edges' zero comment: set use_comments=false or skip_to_head=false"
         )
     edge_index = data[VIEWS].edge_index.numpy()
-    viewers = np.unique(edge_index[0]) if train_config.negatives_from == "viewers" else None
     known = edge_index if avoid is None else edge_index[:, avoid]
+    viewers = np.unique(known[0]) if train_config.negatives_from == "viewers" else None
     return NonEdgeSampler(known, data["user"].num_nodes, data["image"].num_nodes, viewers)
 
 
