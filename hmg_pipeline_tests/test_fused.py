@@ -218,6 +218,12 @@ def test_graph_tensors_build_one_layout_per_self_term():
     graph.encode(residual)
     graph.encode(softmax_term)
     assert set(graph.layouts) == {False, True}
+    for loops, model in ((False, residual), (True, softmax_term)):
+        fresh = model.fused_layout(
+            graph.edge_index, graph.x["user"].shape[0], data["image"].num_nodes
+        )
+        assert torch.equal(graph.layouts[loops].source, fresh.source)
+        assert torch.equal(graph.layouts[loops].crow, fresh.crow)
     kept = graph.passing_only(np.arange(100))
     assert kept.kernels == "fused" and not kept.layouts  # a different graph: its own layout
 
