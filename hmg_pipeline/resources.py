@@ -25,7 +25,7 @@ from pydantic import Field
 
 from hmg_pipeline.core.flickr import DEFAULT_API_URL as DEFAULT_FLICKR_URL
 from hmg_pipeline.core.flickr import FlickrSettings
-from hmg_pipeline.core.llava import DEFAULT_OLLAMA_URL, PAPER_LLAVA_MODEL
+from hmg_pipeline.core.llava import DEFAULT_OLLAMA_URL, PAPER_LLAVA_MODEL, TINY_RANDOM
 
 if TYPE_CHECKING:
     import torch
@@ -479,7 +479,7 @@ class LlavaResource(ConfigurableResource):
         for the tiny random model (on 2 cores, 8 per call gave 18 generations/s)."""
         if self.batch_size:
             return self.batch_size
-        return 128 if self.model_name() == "tiny-random" else 8
+        return 128 if self.model_name() == TINY_RANDOM else 8
 
     def model_name(self) -> str:
         if self.model.strip():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 import polars as pl
@@ -156,14 +155,24 @@ def leak_free_features(data: HeteroData, augmented: pl.DataFrame, split: Split) 
     every other edge (validation and test), so no held-out edge's features saw its label. A kind
     with no generated comment leaves the graph's own features. ``data`` is the graph before
     augmentation (``hetero_graph``), whose edges ``split`` indexes."""
+    return leak_free_folds(data, augmented)(split)
+
+
+def leak_free_folds(data: HeteroData, augmented: pl.DataFrame) -> Callable[[Split], torch.Tensor]:
+    """:func:`leak_free_features` for every fold, with both feature matrices built once."""
     emotion, neutral = (
         augmented_comment_features(data, augmented, kind) for kind in ("emotion", "neutral")
     )
-    features = (data[VIEWS].edge_attr if neutral is None else neutral).clone()
-    if emotion is not None:
-        train = torch.as_tensor(split.train, dtype=torch.long)
-        features[train] = emotion[train]
-    return features
+    base = data[VIEWS].edge_attr if neutral is None else neutral
+
+    def for_split(split: Split) -> torch.Tensor:
+        features = base.clone()
+        if emotion is not None:
+            train = torch.as_tensor(split.train, dtype=torch.long)
+            features[train] = emotion[train]
+        return features
+
+    return for_split
 
 
 def variant_graph(
@@ -243,7 +252,7 @@ def run_experiment(
         return None
     fold_features = None
     if variant.comments == "llava_leakfree":
-        fold_features = partial(leak_free_features, data, augmented)
+        fold_features = leak_free_folds(data, augmented)
     return run_variant(
         variant, graph, model_config, train_config, device, amp, log, detail, fold_features
     )
