@@ -18,9 +18,10 @@ endif
 # upstream assets (and the other outputs of upstream multi-assets), and their checks.
 MAIN_JOB ?= hmg_main
 
-# `make experiments` runs the job paper_experiments: every variant of the paper's Tables II-V,
-# paper_tables, and their upstream. On the bundled sample (offline) the LLaVA comments come from
-# a tiny random LLaVA: a plumbing check, not LLaVA (set HMG_LLAVA_MODEL / HMG_LLAVA_BACKEND).
+# `make experiments` runs the job llava_augmentation (every shard of the LLaVA comments and their
+# embeddings), then paper_experiments: every variant of the paper's Tables II-V, paper_tables,
+# and their upstream. On the bundled sample (offline) the LLaVA comments come from a tiny random
+# LLaVA: a plumbing check, not LLaVA (set HMG_LLAVA_MODEL / HMG_LLAVA_BACKEND).
 ifeq ($(HMG_RAW_DIR),data/sample)
 export HMG_LLAVA_MODEL ?= tiny-random
 # `make demo` / `make experiments` on the small sample run every step in the run's process: a
@@ -53,6 +54,7 @@ demo: install
 	$(RUN_ENV) $(BIN)/python -m hmg_pipeline.launch $(MAIN_JOB)
 
 experiments: install
+	$(RUN_ENV) $(BIN)/python -m hmg_pipeline.launch llava_augmentation
 	$(RUN_ENV) $(BIN)/python -m hmg_pipeline.launch paper_experiments
 
 test: install

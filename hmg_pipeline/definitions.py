@@ -76,17 +76,31 @@ main_job = define_asset_job(
     "dropped on the way (label_drops, unreadable_images).",
 )
 
-# All variants in one run: the partition-range tags make experiment_results run every partition
-# (a UI backfill of experiment_results instead runs one partition per run).
-_variant_keys = experiments.variant_partitions.get_partition_keys()
+
+
+def every_partition(partitions_def) -> dict[str, str]:
+    """Run tags that make a job's partitioned assets run every partition in one run (a UI
+    backfill of them instead runs one partition per run)."""
+    keys = partitions_def.get_partition_keys()
+    return {ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]}
+
+
+# A run covers one partitions definition, so the LLaVA shards and the experiment variants are
+# two jobs: `make experiments` launches llava_augmentation, then paper_experiments.
+llava_augmentation_job = define_asset_job(
+    "llava_augmentation",
+    selection=AssetSelection.groups(augment.GROUP).upstream(),
+    tags=every_partition(augment.shard_partitions),
+    description="Every shard of llava_comments and llava_comment_embeddings in one run, and "
+    "upstream (a backfill of the two assets runs one shard per run instead).",
+)
 paper_experiments_job = define_asset_job(
     "paper_experiments",
-    selection=AssetSelection.assets("paper_tables").upstream(),
-    tags={
-        ASSET_PARTITION_RANGE_START_TAG: _variant_keys[0],
-        ASSET_PARTITION_RANGE_END_TAG: _variant_keys[-1],
-    },
-    description="Every variant of experiment_results (Tables II-V), paper_tables, and upstream.",
+    selection=AssetSelection.assets("paper_tables").upstream()
+    - AssetSelection.groups(augment.GROUP),
+    tags=every_partition(experiments.variant_partitions),
+    description="Every variant of experiment_results (Tables II-V), paper_tables, and upstream "
+    "but the LLaVA shards (the job llava_augmentation), which the LLaVA variants read.",
 )
 
 defs = Definitions(
@@ -94,6 +108,7 @@ defs = Definitions(
     asset_checks=all_checks,
     jobs=[
         main_job,
+        llava_augmentation_job,
         paper_experiments_job,
         flickr.flickr_recheck_job,
         flickr.flickr_downstream_job,

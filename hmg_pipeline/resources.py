@@ -25,13 +25,20 @@ from pydantic import Field
 
 from hmg_pipeline.core.flickr import DEFAULT_API_URL as DEFAULT_FLICKR_URL
 from hmg_pipeline.core.flickr import FlickrSettings
-from hmg_pipeline.core.llava import DEFAULT_OLLAMA_URL, PAPER_LLAVA_MODEL, TINY_RANDOM
+from hmg_pipeline.core.llava import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_OLLAMA_URL,
+    DEFAULT_OPENAI_URL,
+    PAPER_LLAVA_MODEL,
+    TINY_RANDOM,
+)
 
 if TYPE_CHECKING:
     import torch
+    from upath import UPath
 
     from hmg_pipeline.core.encoders import Device, EncoderSettings, ImageEncoder, TextEncoder
-    from hmg_pipeline.core.llava import CommentGenerator
+    from hmg_pipeline.core.llava import CommentGenerator, StreamingGenerator
 
 DEFAULT_RAW_DIR = "data/sample"
 DEFAULT_STORE_DIR = "data/store"
@@ -41,6 +48,11 @@ MAX_FLICKR_QPS = 1000.0  # far above Flickr's 1/s (local test servers go higher)
 
 class SettingError(ValueError):
     """An environment setting whose value is outside its allowed range."""
+
+
+class SettingUnusable(ValueError):
+    """A setting's value of an allowed form that cannot be used here; the message says why
+    (raised by a parser, turned into a :class:`SettingError` naming the variable)."""
 
 
 def _number(low: float, high: float, low_open: bool) -> Callable[[str], float]:
@@ -58,6 +70,16 @@ def _choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.lower()
         if value not in options:
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
             raise ValueError(text)
         return value
 
@@ -98,6 +120,35 @@ def _text(text: str) -> str:
     return text
 
 
+def _artifacts_url(text: str) -> str:
+    """Empty (the store), a local directory, or a URL whose protocol fsspec knows and whose
+    file system is installed (``s3://`` needs s3fs: the ``s3`` extra)."""
+    from hmg_pipeline.core.locations import url_protocol
+
+    protocol = url_protocol(text)
+    if protocol is None:
+        if "::" in text:  # fsspec's chained URLs (simplecache::s3://...) are not supported
+            raise ValueError(text)
+        return text
+    import fsspec
+    from fsspec.registry import known_implementations
+
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError:
+        package = known_implementations.get(protocol, {}).get("class", "").split(".")[0]
+        install = f"pip install {package}"
+        if package == "s3fs":
+            install = "pip install 'hmg_pipeline[s3]'"
+        raise SettingUnusable(
+            f"the {protocol}:// file system needs the package {package or '(unknown)'}, which is "
+            f"not installed: {install}"
+        ) from None
+    except ValueError:  # "Protocol not known"
+        raise ValueError(text) from None
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     """One environment variable: its default (used when unset or blank), what is allowed (for
@@ -114,6 +165,13 @@ SETTINGS: dict[str, Setting] = {
     for setting in (
         Setting("HMG_RAW_DIR", DEFAULT_RAW_DIR, "a directory path", _text),
         Setting("HMG_STORE_DIR", DEFAULT_STORE_DIR, "a directory path", _text),
+        Setting(
+            "HMG_ARTIFACTS_URL",
+            "",
+            "empty (the store directory), a directory path, or an fsspec URL such as "
+            "s3://bucket/prefix, gs://bucket/prefix or memory://prefix",
+            _artifacts_url,
+        ),
         Setting("HMG_DEVICE", "auto", "auto, cpu, cuda or cuda:N", _device),
         Setting("HMG_AMP", "1", "1/0, true/false, yes/no or on/off", _flag),
         Setting("HMG_ENCODERS", "bundled", "bundled or paper", _choice("bundled", "paper")),
@@ -141,16 +199,28 @@ SETTINGS: dict[str, Setting] = {
         Setting(
             "HMG_LLAVA_BACKEND",
             "transformers",
-            "transformers, ollama or none",
-            _choice("transformers", "ollama", "none"),
+            "transformers, ollama, openai or none",
+            _choice("transformers", "ollama", "openai", "none"),
         ),
-        Setting("HMG_LLAVA_MODEL", "", "a model id, directory or Ollama name", _text),
+        Setting("HMG_LLAVA_MODEL", "", "a model id, directory or served model name", _text),
         Setting("HMG_OLLAMA_URL", DEFAULT_OLLAMA_URL, "an http(s) URL", _http_url),
+        Setting(
+            "HMG_LLAVA_BASE_URL",
+            DEFAULT_OPENAI_URL,
+            "an http(s) URL, the OpenAI API root (e.g. http://vllm:8000/v1)",
+            _http_url,
+        ),
+        Setting(
+            "HMG_LLAVA_CONCURRENCY",
+            str(DEFAULT_CONCURRENCY),
+            "a whole number of requests in flight, 1 to 1024",
+            _integer(1, 1024),
+        ),
         Setting(
             "HMG_EXECUTOR",
             "multiprocess",
-            "multiprocess or in_process",
-            _choice("multiprocess", "in_process"),
+            "multiprocess, in_process or k8s",
+            _choice("multiprocess", "in_process", "k8s"),
         ),
     )
 }
@@ -158,13 +228,24 @@ SETTINGS: dict[str, Setting] = {
 
 def env_setting(name: str) -> Any:
     """The parsed value of environment setting ``name`` (its default when unset or blank)."""
+    return parse_setting(name, os.environ.get(name, ""))
+
+
+def parse_setting(name: str, raw: str) -> Any:
+    """``raw`` parsed as setting ``name`` (its default when blank); :class:`SettingError`
+    naming the variable when it is bad. A URL's credentials never enter the message."""
+    from hmg_pipeline.core.locations import redact_url
+
     setting = SETTINGS[name]
-    raw = os.environ.get(name, "")
     text = raw.strip() or setting.default
     try:
         return setting.parse(text)
+    except SettingUnusable as error:
+        raise SettingError(f"{name}={redact_url(raw)!r} cannot be used: {error}") from None
     except (ValueError, TypeError):
-        raise SettingError(f"{name}={raw!r} is not allowed: use {setting.allowed}") from None
+        raise SettingError(
+            f"{name}={redact_url(raw)!r} is not allowed: use {setting.allowed}"
+        ) from None
 
 
 def resource_from_env(
@@ -195,10 +276,21 @@ class PipelinePaths(ConfigurableResource):
 
     raw_dir: str = Field(default=DEFAULT_RAW_DIR, description="directory of the raw tables")
     store_dir: str = Field(default=DEFAULT_STORE_DIR, description="DuckDB file and artifacts")
+    artifacts_url: str = Field(
+        default="",
+        description="artifacts and reports: empty (the store), a directory or an fsspec URL "
+        "(s3://bucket/prefix); DuckDB and its caches stay in the store",
+    )
 
     @classmethod
     def from_env(cls) -> PipelinePaths:
-        return cls(raw_dir=env_setting("HMG_RAW_DIR"), store_dir=env_setting("HMG_STORE_DIR"))
+        # HMG_ARTIFACTS_URL is checked where it is used (artifacts_root), so a bad one fails
+        # the steps that write or read artifacts and reports, not the code location's load.
+        return cls(
+            raw_dir=env_setting("HMG_RAW_DIR"),
+            store_dir=env_setting("HMG_STORE_DIR"),
+            artifacts_url=os.environ.get("HMG_ARTIFACTS_URL", "").strip(),
+        )
 
     @property
     def raw_path(self) -> Path:
@@ -249,18 +341,43 @@ class PipelinePaths(ConfigurableResource):
         return Path(self.store_dir).resolve() / "hmg.duckdb"
 
     @property
-    def artifacts_dir(self) -> Path:
-        """Torch artifacts: ``hetero_graph.pt``, ``trained_model.pt``."""
-        return Path(self.store_dir).resolve() / "artifacts"
+    def artifacts_root(self) -> str:
+        """Where artifacts and reports go: ``HMG_ARTIFACTS_URL`` (an fsspec URL as given, or a
+        local directory, resolved), else the store directory. SettingError naming
+        HMG_ARTIFACTS_URL when it is bad."""
+        from hmg_pipeline.core.locations import url_protocol
 
-    def artifact(self, asset: str) -> Path:
-        return self.artifacts_dir / f"{asset}.pt"
+        url = parse_setting("HMG_ARTIFACTS_URL", self.artifacts_url)
+        if url and url_protocol(url) is not None:
+            return url.rstrip("/")
+        return str(Path(url or self.store_dir).resolve())
+
+    def location(self, *parts: str) -> UPath:
+        """``<artifacts root>/<parts>``: a local ``PosixUPath`` (a ``pathlib.Path``) or an
+        object-store path."""
+        from hmg_pipeline.core.locations import as_location
+
+        return as_location("/".join([self.artifacts_root, *parts]))
 
     @property
-    def reports_dir(self) -> Path:
-        """Plots and markdown tables for people (metrics, paper tables)."""
-        path = self.store_path / "reports"
-        path.mkdir(parents=True, exist_ok=True)
+    def artifacts_dir(self) -> UPath:
+        """Torch artifacts: ``hetero_graph.pt``, ``trained_model.pt``."""
+        return self.location("artifacts")
+
+    def artifact(self, asset: str) -> UPath:
+        return self.location("artifacts", f"{asset}.pt")
+
+    @property
+    def reports_dir(self) -> UPath:
+        """Plots and markdown tables for people (metrics, paper tables), beside the artifacts;
+        a local directory is created on first use (an object store needs none)."""
+        from hmg_pipeline.core.locations import is_local
+
+        path = self.location("reports")
+        if not self.artifacts_url.strip():
+            self.store_path  # noqa: B018 (creates and checks the store: HMG_STORE_DIR errors)
+        if is_local(path):
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     @property
@@ -286,9 +403,17 @@ class PipelinePaths(ConfigurableResource):
         """Models the pipeline builds itself (the tiny random LLaVA)."""
         return self.store_path / "models"
 
-    def relative(self, path: Path) -> str:
-        """``path`` relative to the store (for metadata that must not leak a machine's layout)."""
-        return str(path.relative_to(self.store_path))
+    def relative(self, path: Path | UPath) -> str:
+        """``path`` relative to the store (for metadata that must not leak a machine's layout);
+        a path elsewhere as it is, an object store's as its URL without credentials."""
+        from hmg_pipeline.core.locations import is_local, shown
+
+        if is_local(path):
+            try:
+                return str(Path(path).relative_to(self.store_path))
+            except ValueError:  # HMG_ARTIFACTS_URL: a directory outside the store
+                pass
+        return shown(path)
 
 
 class ComputeResource(ConfigurableResource):
@@ -448,21 +573,36 @@ class EncoderResource(ConfigurableResource):
 class LlavaResource(ConfigurableResource):
     """Which vision-language model writes the augmented comments (``llava_comments``).
 
-    ``HMG_LLAVA_BACKEND``: transformers (default), ollama, or none (no generation: Table III's
-    augmented row is then reported as not run). ``HMG_LLAVA_MODEL``: for
-    transformers a Hugging Face id or local directory (default the paper's LLaVA 1.5 7B; the
-    special value ``tiny-random`` is a tiny random model, an offline plumbing check), for Ollama
-    the served model name (default ``llava``). ``HMG_OLLAMA_URL``: the server (localhost)."""
+    ``HMG_LLAVA_BACKEND``: transformers (default), ollama, openai, or none (no generation: Table
+    III's augmented row is then reported as not run). ``HMG_LLAVA_MODEL``: for transformers a
+    Hugging Face id or local directory (default the paper's LLaVA 1.5 7B; the special value
+    ``tiny-random`` is a tiny random model, an offline plumbing check), for Ollama the served
+    model name (default ``llava``), for openai the served model (default the paper's, as
+    ``vllm serve llava-hf/llava-1.5-7b-hf`` names it). ``HMG_OLLAMA_URL``: the Ollama server;
+    ``HMG_LLAVA_BASE_URL``: the OpenAI-compatible API root; ``HMG_LLAVA_CONCURRENCY``: requests
+    in flight; the API key is read from ``HMG_LLAVA_API_KEY`` when the backend is built, so it
+    never enters Dagster config, logs or metadata."""
 
-    backend: str = Field(default="transformers", description="transformers, ollama or none")
-    model: str = Field(default="", description="model id, directory or Ollama name")
+    backend: str = Field(default="transformers", description="transformers, ollama, openai, none")
+    model: str = Field(default="", description="model id, directory or served model name")
     ollama_url: str = Field(default=DEFAULT_OLLAMA_URL, description="Ollama-compatible server")
+    base_url: str = Field(default=DEFAULT_OPENAI_URL, description="OpenAI-compatible API root")
+    concurrency: int = Field(
+        default=DEFAULT_CONCURRENCY, ge=1, le=1024, description="openai: requests in flight"
+    )
+    api_key_env: str = Field(
+        default="HMG_LLAVA_API_KEY", description="openai: env var holding the API key, if any"
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="openai: per-request timeout")
+    attempts: int = Field(default=5, ge=1, description="openai: attempts per request")
+    backoff_s: float = Field(default=1.0, ge=0, description="openai: first retry waits up to this")
     max_new_tokens: int = Field(default=60, description="longest comment, in tokens")
     batch_size: int = Field(
         default=0,
         ge=0,
-        description="images per generate call (transformers); 0: 8, or 128 for tiny-random, "
-        "whose per-call overhead dwarfs its compute",
+        description="images per generate call (transformers), or generations per cache write "
+        "(openai); 0: 8, 128 for tiny-random (whose per-call overhead dwarfs its compute), or "
+        "max(64, concurrency) for openai",
     )
     seed: int = Field(default=0, description="seed of the synonym drawn for each edge")
 
@@ -472,13 +612,18 @@ class LlavaResource(ConfigurableResource):
             backend=env_setting("HMG_LLAVA_BACKEND"),
             model=env_setting("HMG_LLAVA_MODEL"),
             ollama_url=env_setting("HMG_OLLAMA_URL"),
+            base_url=env_setting("HMG_LLAVA_BASE_URL"),
+            concurrency=env_setting("HMG_LLAVA_CONCURRENCY"),
         )
 
     def generate_batch_size(self) -> int:
-        """Images per generate call: the setting, else 8 (a 7B model's batch on one GPU), or 128
-        for the tiny random model (on 2 cores, 8 per call gave 18 generations/s)."""
+        """Images per generate call (or, for openai, generations per cache write): the setting,
+        else 8 (a 7B model's batch on one GPU), 128 for the tiny random model (on 2 cores, 8
+        per call gave 18 generations/s), or max(64, concurrency) for openai."""
         if self.batch_size:
             return self.batch_size
+        if self.backend == "openai":
+            return max(64, self.concurrency)
         return 128 if self.model_name() == TINY_RANDOM else 8
 
     def model_name(self) -> str:
@@ -486,23 +631,49 @@ class LlavaResource(ConfigurableResource):
             return self.model.strip()
         return "llava" if self.backend == "ollama" else PAPER_LLAVA_MODEL
 
+    def describe(self) -> str:
+        """The backend, model and (for servers) where, for the logs; never the API key."""
+        where = {"ollama": f" at {self.ollama_url}", "openai": f" at {self.base_url}"}
+        text = f"{self.backend}/{self.model_name()}{where.get(self.backend, '')}"
+        if self.backend == "openai":
+            text += f", {self.concurrency} request(s) in flight"
+        return text
+
     def identity(self, device: str) -> tuple[str, str]:
         """(backend, model and the settings that change its output): the generation cache key's
-        first half. Greedy text also depends on the dtype, which follows the device."""
+        first half. Greedy text also depends on the dtype, which follows the device. A served
+        model's text does not depend on which server answers, so replicas share the cache."""
         settings = f"max_new_tokens={self.max_new_tokens}"
         if self.backend == "transformers":
             settings += ",fp16" if device.startswith("cuda") else ",fp32"
         return self.backend, f"{self.model_name()}|{settings}"
 
-    def generator(self, models_dir: Path, device: str) -> CommentGenerator:
+    def generator(self, models_dir: Path, device: str) -> CommentGenerator | StreamingGenerator:
         """The configured backend, ready to generate (a clear error when it is not)."""
-        from hmg_pipeline.core.llava import OllamaLlava, TransformersLlava, resolve_llava_model
+        from hmg_pipeline.core.llava import (
+            OllamaLlava,
+            OpenAILlava,
+            TransformersLlava,
+            resolve_llava_model,
+        )
 
+        if self.backend == "openai":
+            return OpenAILlava(
+                self.base_url,
+                self.model_name(),
+                api_key=os.environ.get(self.api_key_env, "").strip() or None,
+                concurrency=self.concurrency,
+                max_new_tokens=self.max_new_tokens,
+                timeout_s=self.timeout_s,
+                attempts=self.attempts,
+                backoff_s=self.backoff_s,
+            )
         if self.backend == "ollama":
             return OllamaLlava(self.ollama_url, self.model_name(), self.max_new_tokens)
         if self.backend == "transformers":
             path = resolve_llava_model(self.model_name(), models_dir)
             return TransformersLlava(path, device, self.max_new_tokens, label=self.model_name())
         raise ValueError(
-            f"HMG_LLAVA_BACKEND={self.backend!r}: use transformers or ollama (none: no comments)"
+            f"HMG_LLAVA_BACKEND={self.backend!r}: use transformers, ollama or openai "
+            "(none: no comments)"
         )

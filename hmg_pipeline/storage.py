@@ -1,5 +1,6 @@
 """Storage wiring: DuckDB through dagster-duckdb-polars, one schema per asset group, and torch
-artifacts for the graph and the model. Where things live is ``PipelinePaths``' business.
+artifacts for the graph and the model (in the store, or under ``HMG_ARTIFACTS_URL``, which may be
+an object store). Where things live is ``PipelinePaths``' business.
 
 DuckDB allows one writing process at a time, so every step that goes through the DuckDB IO
 manager carries ``DUCKDB_TAGS`` and the executor limits that tag to one step at a time. An input
@@ -9,16 +10,16 @@ command that builds it (:class:`MissingUpstream`).
 
 from __future__ import annotations
 
-import os
+import functools
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import polars as pl
 from dagster import (
     ConfigurableIOManager,
     ExecutorDefinition,
     InputContext,
+    IOManagerDefinition,
     MetadataValue,
     OutputContext,
     TableColumn,
@@ -30,28 +31,63 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb import DuckDBIOManager
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 from pydantic import Field
+from upath import UPath
 
+from hmg_pipeline.core.locations import (
+    as_location,
+    is_local,
+    load_torch,
+    save_torch,
+    shown,
+    size_mb,
+)
 from hmg_pipeline.resources import PipelinePaths, SettingError, env_setting
 
 DUCKDB_TAG_KEY = "hmg/duckdb"
 DUCKDB_TAGS = {DUCKDB_TAG_KEY: "writer"}
 
+DUCKDB_WRITER_LIMITS = [{"key": DUCKDB_TAG_KEY, "value": "writer", "limit": 1}]
+# Steps of one run that the Kubernetes executor runs at once (the DuckDB limit applies within).
+K8S_MAX_CONCURRENT_STEPS = 4
+
 multiprocess = multiprocess_executor.configured(
-    {"tag_concurrency_limits": [{"key": DUCKDB_TAG_KEY, "value": "writer", "limit": 1}]},
-    name="hmg_executor",
+    {"tag_concurrency_limits": DUCKDB_WRITER_LIMITS}, name="hmg_executor"
 )
+
+
+@functools.cache
+def k8s_executor() -> ExecutorDefinition:
+    """dagster-k8s's ``k8s_job_executor`` (name ``k8s``): each step in its own Kubernetes Job,
+    one DuckDB writer at a time within a run, CPU steps with ``CPU_STEP_K8S_CONFIG`` (a GPU
+    step's ``dagster-k8s/config`` tag is merged over it). Image, namespace, environment and
+    volumes come from the run launcher and the code location (deploy/). dagster_k8s is imported
+    only here, so the local executors do not pay for it."""
+    from dagster_k8s import k8s_job_executor
+
+    from hmg_pipeline.placement import CPU_STEP_K8S_CONFIG
+
+    return k8s_job_executor.configured(
+        {
+            "max_concurrent": K8S_MAX_CONCURRENT_STEPS,
+            "tag_concurrency_limits": DUCKDB_WRITER_LIMITS,
+            "step_k8s_config": CPU_STEP_K8S_CONFIG,
+        }
+    )
 
 
 def executor_from_env() -> ExecutorDefinition:
     """``HMG_EXECUTOR``: ``multiprocess`` (default; each step in its own process, one DuckDB
-    writer at a time) or ``in_process`` (every step in the run's process: no process start and
-    torch import per step, ~2.5 s each on 2 cores; `make demo` uses it on the bundled sample).
+    writer at a time), ``in_process`` (every step in the run's process: no process start and
+    torch import per step, ~2.5 s each on 2 cores; `make demo` uses it on the bundled sample) or
+    ``k8s`` (each step in its own Kubernetes pod: :func:`k8s_executor`, deploy/README.md).
     A bad value keeps the default, with a warning, so the code location loads."""
     try:
         kind = env_setting("HMG_EXECUTOR")
     except SettingError as error:
         warnings.warn(f"{error}; using multiprocess", stacklevel=2)
         kind = "multiprocess"
+    if kind == "k8s":
+        return k8s_executor()
     return in_process_executor if kind == "in_process" else multiprocess
 
 
@@ -201,7 +237,9 @@ def read_store_table(paths: PipelinePaths, schema: str, table: str) -> pl.DataFr
 
 
 class TorchArtifactIOManager(ConfigurableIOManager):
-    """Stores an asset's value with ``torch.save`` at ``base_dir/<asset key>.pt`` (atomically).
+    """Stores an asset's value with ``torch.save`` at ``base_dir/<asset key>.pt``: a local
+    directory (written beside and renamed: atomic) or an fsspec URL such as ``s3://b/p`` (one
+    upload: atomic by itself), see ``core.locations``.
 
     ``store_dir``, when given, is checked (and created) first, so that a bad ``HMG_STORE_DIR``
     fails with one line naming it rather than an OS error on the artifacts directory."""
@@ -209,35 +247,42 @@ class TorchArtifactIOManager(ConfigurableIOManager):
     base_dir: str
     store_dir: str = ""
 
-    def _path(self, context: OutputContext | InputContext) -> Path:
-        return Path(self.base_dir) / ("__".join(context.asset_key.path) + ".pt")
+    def _path(self, context: OutputContext | InputContext) -> UPath:
+        name = "__".join(context.asset_key.path) + ".pt"
+        return as_location(f"{self.base_dir.rstrip('/')}/{name}")
 
     def handle_output(self, context: OutputContext, obj: object) -> None:
-        import torch  # imported here: every step process loads this module
-
         path = self._path(context)
         if self.store_dir:
             PipelinePaths.create_store(self.store_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".part")
-        torch.save(obj, partial)
-        os.replace(partial, path)
-        context.add_output_metadata(
-            {
-                "path": MetadataValue.path(str(path)),
-                "size_mb": round(path.stat().st_size / 2**20, 2),
-            }
-        )
+        save_torch(obj, path)
+        # Local: a path; an object store: its URL, never with the credentials it may carry.
+        where = MetadataValue.path(str(path)) if is_local(path) else MetadataValue.url(shown(path))
+        context.add_output_metadata({"path": where, "size_mb": size_mb(path)})
 
     def load_input(self, context: InputContext) -> object:
-        import torch
-
         path = self._path(context)
         if not path.is_file():
-            raise missing_upstream(context.asset_key.to_user_string(), f"no file {path}")
-        # Our own artifact (a HeteroData or a model bundle), so a full unpickle is expected.
-        return torch.load(path, map_location="cpu", weights_only=False)
+            raise missing_upstream(context.asset_key.to_user_string(), f"no file {shown(path)}")
+        return load_torch(path)
 
 
-def artifact_io_manager(paths: PipelinePaths) -> TorchArtifactIOManager:
-    return TorchArtifactIOManager(base_dir=str(paths.artifacts_dir), store_dir=paths.store_dir)
+def _failing_io_manager(message: str) -> IOManagerDefinition:
+    """An IO manager whose initialisation raises ``message`` (a bad setting): the code location
+    loads, and only the steps that store or load through it fail."""
+
+    def fail(_context: object) -> None:
+        raise SettingError(message)
+
+    return IOManagerDefinition(resource_fn=fail, description=f"invalid setting: {message}")
+
+
+def artifact_io_manager(paths: PipelinePaths) -> TorchArtifactIOManager | IOManagerDefinition:
+    """Torch artifacts at ``paths.artifacts_dir`` (``HMG_ARTIFACTS_URL``, else the store); the
+    store is checked first only when they live in it."""
+    try:
+        base_dir = f"{paths.artifacts_root}/artifacts"
+    except SettingError as error:  # a bad HMG_ARTIFACTS_URL
+        return _failing_io_manager(str(error))
+    store_dir = "" if paths.artifacts_url.strip() else paths.store_dir
+    return TorchArtifactIOManager(base_dir=base_dir, store_dir=store_dir)

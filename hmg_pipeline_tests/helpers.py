@@ -13,8 +13,9 @@ import polars as pl
 from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 from PIL import Image
 
+from hmg_pipeline.assets.augment import shard_partitions
 from hmg_pipeline.core.schema import MIKELS_EMOTIONS
-from hmg_pipeline.definitions import all_assets, all_checks, build_resources
+from hmg_pipeline.definitions import all_assets, all_checks, build_resources, every_partition
 from hmg_pipeline.resources import (
     ComputeResource,
     EncoderResource,
@@ -28,6 +29,19 @@ from hmg_pipeline.resources import (
 UP_TO_FEATURES = AssetSelection.all() - AssetSelection.groups(
     "graph", "model", "augment", "experiments"
 )
+
+# Run tags that make one run materialise every LLaVA shard (as the job llava_augmentation does).
+ALL_SHARDS = every_partition(shard_partitions)
+# The graph with what its multi-assets also make, and every shard of the LLaVA comments and their
+# embeddings: what the experiments read (a run covers one partitions definition, so the
+# experiments, partitioned by variant, run after it).
+GRAPH_AND_SHARDS = [
+    "*hetero_graph",
+    "label_drops",
+    "unreadable_images",
+    "llava_comments",
+    "llava_comment_embeddings",
+]
 
 VIEW_HEADER = (
     "user_id",
@@ -103,6 +117,13 @@ class TinyDataset:
             self.raw_dir, self.store_dir, selection, run_config, raise_on_error, **kwargs
         )
 
+    def materialize_shards(
+        self, selection: Sequence[str] = tuple(GRAPH_AND_SHARDS), **kwargs: object
+    ) -> ExecuteInProcessResult:
+        """``selection`` (by default the graph and the LLaVA assets) with every shard of the
+        sharded assets, in one run."""
+        return self.materialize(selection, tags=ALL_SHARDS, **kwargs)
+
     def table(self, name: str) -> pl.DataFrame:
         return read_store_table(self.store_dir, name)
 
@@ -118,6 +139,7 @@ def materialize_on(
     encoders: EncoderResource | None = None,
     llava: LlavaResource | None = None,
     partition_key: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> ExecuteInProcessResult:
     """Materialise the project's assets (and their checks) with Dagster's own ``materialize``."""
     resources = build_resources(
@@ -139,6 +161,7 @@ def materialize_on(
         raise_on_error=raise_on_error,
         instance=instance,
         partition_key=partition_key,
+        tags=dict(tags) if tags else None,
     )
 
 

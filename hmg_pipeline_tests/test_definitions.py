@@ -156,8 +156,16 @@ def test_paper_experiments_runs_every_variant_and_hmg_main_never_sees_llava() ->
     assert job.partitions_def.get_partition_keys() == keys
     assert job.tags[ASSET_PARTITION_RANGE_START_TAG] == keys[0]
     assert job.tags[ASSET_PARTITION_RANGE_END_TAG] == keys[-1]
-    assert {"experiment_results", "paper_tables", "llava_comments", "hetero_graph"} <= {
+    assert {"experiment_results", "paper_tables", "hetero_graph"} <= {
         node.name for node in job.nodes
+    }
+    # A run covers one partitions definition: the LLaVA shards are the job llava_augmentation.
+    assert not {"llava_comments", "llava_comment_embeddings"} & {node.name for node in job.nodes}
+    shards = defs.resolve_job_def("llava_augmentation")
+    shard_keys = shards.partitions_def.get_partition_keys()
+    assert len(shard_keys) == 16 and shards.tags[ASSET_PARTITION_RANGE_END_TAG] == shard_keys[-1]
+    assert {"llava_comments", "llava_comment_embeddings", "clean_labels"} <= {
+        node.name for node in shards.nodes
     }
     # The paper's ethics note: augmented comments never train HMG-Emo by default.
     main = {node.name for node in defs.resolve_job_def("hmg_main").nodes}
@@ -190,5 +198,5 @@ def test_llava_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatc
     )
     assert LlavaResource().identity("cuda") != LlavaResource().identity("cpu")
     assert LlavaResource(max_new_tokens=20).identity("cpu") != LlavaResource().identity("cpu")
-    with pytest.raises(ValueError, match="transformers or ollama"):
+    with pytest.raises(ValueError, match="transformers, ollama or openai"):
         LlavaResource(backend="vllm").generator(Path("."), "cpu")

@@ -431,16 +431,9 @@ def test_footnotes_say_how_negatives_and_llava_comments_enter() -> None:
 
 # -- through Dagster -------------------------------------------------------------------------
 
-# The graph with what its multi-assets also make, the augmented comments, and the experiments.
-EXPERIMENT_SELECTION = [
-    "*hetero_graph",
-    "label_drops",
-    "unreadable_images",
-    "llava_comments",
-    "llava_comment_embeddings",
-    "experiment_results",
-    "paper_tables",
-]
+# The experiments, run on a store that holds the graph and every LLaVA shard
+# (TinyDataset.materialize_shards).
+EXPERIMENT_SELECTION = ["experiment_results", "paper_tables"]
 
 
 def stored_score(tables: pl.DataFrame, model: str, source: str = "this pipeline") -> dict:
@@ -468,6 +461,8 @@ def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
             "experiment_results": {"config": {"epochs": 1, "folds": 2}},
         }
     }
+    shards = tiny.materialize_shards()
+    assert shards.success
     result = tiny.materialize(EXPERIMENT_SELECTION, settings, partition_key="comments_only_llava")
     assert result.success
     comments = tiny.table("augment.llava_comments")
@@ -477,7 +472,7 @@ def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
         "image_unreadable": 1,
     }
     assert comments.filter(pl.col("status") == "generated")["comment"].null_count() == 0
-    meta = result.asset_materializations_for_node("llava_comments")[0].metadata
+    meta = shards.asset_materializations_for_node("llava_comments")[0].metadata
     assert meta["generated_now"].value >= 1 and meta["reused_from_cache"].value == 0
     assert 0 < meta["unique_comment_share"].value <= 1
     augmented = tiny.table("augment.llava_comment_embeddings")
@@ -498,15 +493,12 @@ def test_experiment_assets_on_a_tiny_dataset(tiny: TinyDataset) -> None:
     assert set(metrics["detail"]) == {"transformers/tiny-random"}
 
     # Another partition adds its rows and keeps the first; LLaVA comments come from the cache.
-    again = tiny.materialize(
-        ["llava_comments", "experiment_results", "paper_tables"],
-        settings,
-        partition_key="hmg_emo",
-    )
+    again = tiny.materialize_shards(["llava_comments"])
     assert (
         again.asset_materializations_for_node("llava_comments")[0].metadata["generated_now"].value
         == 0
     )
+    assert tiny.materialize(EXPERIMENT_SELECTION, settings, partition_key="hmg_emo").success
     metrics = tiny.table("experiments.experiment_results")
     assert set(metrics["variant"]) == {"comments_only_llava", "hmg_emo"}
     tables = tiny.table("experiments.paper_tables")
@@ -552,19 +544,19 @@ def test_without_generated_text_table_iii_says_not_run(
 
     tiny.write_trainable_views([view("u4", "i1", "awe"), view("u5", "i2", "fear")])
     with ollama_server(SilentOllama()) as (url, _):
-        result = tiny.materialize(
-            EXPERIMENT_SELECTION,
-            {"ops": {"experiment_results": {"config": {"epochs": 1, "folds": 2}}}},
-            llava=LlavaResource(backend=backend, ollama_url=url),
-            partition_key="comments_only_llava",
-        )
-    assert result.success
+        shards = tiny.materialize_shards(llava=LlavaResource(backend=backend, ollama_url=url))
+    result = tiny.materialize(
+        EXPERIMENT_SELECTION,
+        {"ops": {"experiment_results": {"config": {"epochs": 1, "folds": 2}}}},
+        partition_key="comments_only_llava",
+    )
+    assert shards.success and result.success
     comments = tiny.table("augment.llava_comments")
     # Every edge without comment has a row and a status: nothing dropped uncounted.
     assert comments.height == 8 and set(comments["status"]) == {status}
     expected_text = [None] * 8 if status == "skipped" else [""] * 8
     assert comments["comment"].to_list() == expected_text
-    meta = result.asset_materializations_for_node("llava_comments")[0].metadata
+    meta = shards.asset_materializations_for_node("llava_comments")[0].metadata
     assert f"| {status} | 8 |" in meta["status"].value
     assert set(tiny.table("augment.llava_comment_embeddings")["source"]) == {"fill"}
     assert tiny.table("experiments.experiment_results").height == 0

@@ -288,8 +288,9 @@ def test_assets_generate_and_embed_both_prompt_kinds(tiny: TinyDataset) -> None:
         ]
     )
     settings = {"ops": {"experiment_results": {"config": {"epochs": 1, "folds": 2}}}}
+    shards = tiny.materialize_shards()
     result = tiny.materialize(EXPERIMENT_SELECTION, settings, partition_key=LEAK_FREE.key)
-    assert result.success
+    assert shards.success and result.success
     comments = tiny.table("augment.llava_comments")
     for status in ("status", "neutral_status"):
         assert dict(comments.group_by(status).len().iter_rows()) == {
@@ -297,7 +298,7 @@ def test_assets_generate_and_embed_both_prompt_kinds(tiny: TinyDataset) -> None:
             "image_unreadable": 1,
         }
     assert set(comments["neutral_prompt"]) == {NEUTRAL_PROMPT}
-    meta = result.asset_materializations_for_node("llava_comments")[0].metadata
+    meta = shards.asset_materializations_for_node("llava_comments")[0].metadata
     readable = comments.filter(pl.col("image_sha").is_not_null())
     distinct = readable.select("prompt", "image_sha").n_unique() + readable["image_sha"].n_unique()
     assert meta["generated_now"].value == distinct  # both kinds, each key once
@@ -317,6 +318,6 @@ def test_assets_generate_and_embed_both_prompt_kinds(tiny: TinyDataset) -> None:
     metrics = tiny.table("experiments.experiment_results")
     assert set(metrics["variant"]) == {LEAK_FREE.key} and set(metrics["fold"]) == {0, 1}
     assert set(metrics["detail"]) == {"transformers/tiny-random"}
-    again = tiny.materialize(["llava_comments"])
+    again = tiny.materialize_shards(["llava_comments"])
     meta = again.asset_materializations_for_node("llava_comments")[0].metadata
     assert meta["generated_now"].value == 0 and meta["reused_from_cache"].value == distinct

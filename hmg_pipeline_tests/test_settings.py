@@ -41,6 +41,7 @@ BAD_VALUES = [
     ("HMG_AMP", "maybe"),
     ("HMG_ENCODERS", "clip"),
     ("HMG_LLAVA_BACKEND", "vllm-direct"),
+    ("HMG_ARTIFACTS_URL", "nosuchproto://bucket/prefix"),
 ]
 
 
@@ -112,6 +113,7 @@ def test_the_code_location_loads_with_bad_settings(tmp_path: Path) -> None:
         "HMG_FLICKR_RECHECK_DAYS": "-1",
         "HMG_FLICKR_RECHECK_CRON": "every sunday",
         "HMG_ENCODERS": "clip",
+        "HMG_ARTIFACTS_URL": "nosuchproto://bucket/prefix",
         "HMG_STORE_DIR": str(tmp_path / "store"),
     }
     script = (

@@ -2,23 +2,67 @@
 generated comments (the paper's prompt naming the edge's emotion, and a neutral prompt naming
 none), and their embeddings by the same text encoder as the real comments.
 
+Both assets are split into 16 static shards by a hash of the image id (`shard-00`..`shard-15`),
+so a dead server costs one shard and a backfill can spread the shards over runs, pods and
+servers (one run per shard); the job `llava_augmentation` runs every shard in one run, and the
+generation cache makes any rerun resume where the last one stopped.
+
 Following the paper's ethics note, these comments feed only the Table III experiments
 (`experiment_results`, partitions `comments_only_llava` and `comments_only_llava_leakfree`);
 HMG-Emo never trains on them.
 """
 
 import time
+import warnings
 
 import polars as pl
-from dagster import AssetExecutionContext, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    BackfillPolicy,
+    BetaWarning,
+    MetadataValue,
+    StaticPartitionsDefinition,
+    asset,
+)
 
-from hmg_pipeline.assets.features import GPU_POOL, embed_texts_with
+from hmg_pipeline.assets.features import embed_texts_with
 from hmg_pipeline.core.features import image_sources
+from hmg_pipeline.core.llava import shard_keys
 from hmg_pipeline.metadata import counts_table, markdown_table
-from hmg_pipeline.resources import ComputeResource, EncoderResource, LlavaResource, PipelinePaths
+from hmg_pipeline.placement import GPU_OP_TAGS, GPU_POOL, llava_generation_placement
+from hmg_pipeline.resources import (
+    ComputeResource,
+    EncoderResource,
+    LlavaResource,
+    PipelinePaths,
+    SettingError,
+    env_setting,
+)
 from hmg_pipeline.storage import DUCKDB_TAGS, table_metadata
 
 GROUP = "augment"
+# BackfillPolicy is beta in this Dagster; its warning would repeat in every step's log.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
+shard_partitions = StaticPartitionsDefinition(shard_keys())
+SHARDED = {
+    "group_name": GROUP,
+    "partitions_def": shard_partitions,
+    "backfill_policy": BackfillPolicy.multi_run(max_partitions_per_run=1),
+    "metadata": {**table_metadata(GROUP), "partition_expr": "shard"},
+}
+
+
+def generation_placement() -> dict:
+    """Pool and op tags of llava_comments, from HMG_LLAVA_BACKEND when the definitions load
+    (the code server and every run and step pod read the same environment): a GPU for
+    in-process generation, a CPU pod in the `llava_server` pool for a served model. A bad
+    value keeps the GPU; the step then fails with the setting's error."""
+    try:
+        backend = env_setting("HMG_LLAVA_BACKEND")
+    except SettingError:
+        backend = "transformers"
+    pool, tags = llava_generation_placement(backend)
+    return {"pool": pool, "op_tags": {**DUCKDB_TAGS, **tags}}
 
 
 def generation_metadata(table: pl.DataFrame, result, seconds: float) -> dict:
@@ -59,7 +103,7 @@ def status_counts(table: pl.DataFrame, kind: str) -> str:
     return counts_table(dict(table.group_by(column).len().iter_rows()), column)
 
 
-@asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS, pool=GPU_POOL)
+@asset(**SHARDED, **generation_placement())
 def llava_comments(
     context: AssetExecutionContext,
     paths: PipelinePaths,
@@ -70,24 +114,26 @@ def llava_comments(
     valid_images: pl.DataFrame,
     flickr_images: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Two generated comments per clean edge without comment text, from its image and either
+    """Two generated comments per clean edge without comment text in this run's shards, from
+    its image and either
     a seeded synonym of its emotion (`prompt`, `comment`, `status`: the paper's) or a prompt
     naming no emotion (`neutral_prompt`, `neutral_comment`, `neutral_status`: the leak-free
     variant's held-out edges); cached by (backend, model and its output settings, prompt, image
     sha256). A status: generated, empty (the model returned no text), image_unreadable (the
     image could not be embedded), or skipped (`HMG_LLAVA_BACKEND=none`)."""
-    from hmg_pipeline.core.llava import comment_plan, generation_plan
+    from hmg_pipeline.core.llava import comment_plan, generation_plan, in_shards
 
     started = time.perf_counter()
     sha_of = dict(image_embeddings.select("image_id", "content_sha").iter_rows())
-    plan = generation_plan(clean_labels, sha_of, llava.seed)
+    plan = in_shards(generation_plan(clean_labels, sha_of, llava.seed), context.partition_keys)
     image_ids = sorted(set(plan.filter(pl.col("image_sha").is_not_null())["image_id"]))
     sources = image_sources(paths.raw_path, valid_images, flickr_images, image_ids)
     file_of_sha = {sha_of[i]: s for i, s in zip(image_ids, sources, strict=True)}
     device, model, skip = str(compute.torch_device()), llava.model_name(), llava.backend == "none"
     context.log.info(
-        f"{plan.height} clean edge(s) without comment, {len(image_ids)} image(s): "
-        + ("none generated (HMG_LLAVA_BACKEND=none)" if skip else f"{llava.backend}/{model}")
+        f"{', '.join(context.partition_keys)}: {plan.height} clean edge(s) without comment, "
+        f"{len(image_ids)} image(s): "
+        + ("none generated (HMG_LLAVA_BACKEND=none)" if skip else llava.describe())
     )
     table, result = comment_plan(
         plan,
@@ -106,7 +152,7 @@ def llava_comments(
     return table
 
 
-@asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS, pool=GPU_POOL)
+@asset(**SHARDED, op_tags={**DUCKDB_TAGS, **GPU_OP_TAGS}, pool=GPU_POOL)
 def llava_comment_embeddings(
     context: AssetExecutionContext,
     paths: PipelinePaths,
@@ -115,15 +161,22 @@ def llava_comment_embeddings(
     comment_embeddings: pl.DataFrame,
     llava_comments: pl.DataFrame,
 ) -> pl.DataFrame:
-    """Augmented comment features, one row per clean edge and one vector per prompt kind
+    """Augmented comment features, one row per clean edge of this run's shards and one vector
+    per prompt kind
     (`vector`: the paper's emotion prompt, `neutral_vector`: the neutral one): the real
     comment's vector where there is one, else the embedding of the kind's LLaVA comment (same
     text encoder, same cache), else the missing-comment fill of `comment_embeddings`
     (`source`/`neutral_source` say which; `generator` names the backend/model)."""
-    from hmg_pipeline.core.llava import PROMPT_KINDS, augmented_comment_table, comments_to_embed
+    from hmg_pipeline.core.llava import (
+        PROMPT_KINDS,
+        augmented_comment_table,
+        comments_to_embed,
+        in_shards,
+    )
 
     started = time.perf_counter()
-    edges, texts = comments_to_embed(comment_embeddings, llava_comments)
+    shard_edges = in_shards(comment_embeddings, context.partition_keys)
+    edges, texts = comments_to_embed(shard_edges, llava_comments)
     every = [text for kind in PROMPT_KINDS for text in texts[kind]]  # one encoder load
     encoder, vectors, has_text, result = embed_texts_with(
         context, paths, compute, encoders, every, "LLaVA comment embeddings"

@@ -12,6 +12,8 @@ import warnings
 
 import polars as pl
 from dagster import (
+    AllPartitionMapping,
+    AssetDep,
     AssetExecutionContext,
     BackfillPolicy,
     BetaWarning,
@@ -20,11 +22,12 @@ from dagster import (
     asset,
 )
 
-from hmg_pipeline.assets.model import GPU_POOL, TrainingRunConfig
+from hmg_pipeline.assets.model import TrainingRunConfig
 from hmg_pipeline.metadata import markdown_table, png_markdown
 from hmg_pipeline.model.variants import VARIANTS, VARIANTS_BY_KEY
+from hmg_pipeline.placement import GPU_OP_TAGS, GPU_POOL
 from hmg_pipeline.resources import ComputeResource, PipelinePaths
-from hmg_pipeline.storage import DUCKDB_TAGS, read_store_table, table_metadata
+from hmg_pipeline.storage import DUCKDB_TAGS, MissingUpstream, read_store_table, table_metadata
 
 GROUP = "experiments"
 # BackfillPolicy is beta in this Dagster; its warning would repeat in every step's log.
@@ -37,8 +40,8 @@ variant_partitions = StaticPartitionsDefinition([variant.key for variant in VARI
     partitions_def=variant_partitions,
     backfill_policy=BackfillPolicy.multi_run(max_partitions_per_run=1),
     metadata={**table_metadata(GROUP), "partition_expr": "variant"},
-    deps=["llava_comment_embeddings"],
-    op_tags=DUCKDB_TAGS,
+    deps=[AssetDep("llava_comment_embeddings", partition_mapping=AllPartitionMapping())],
+    op_tags={**DUCKDB_TAGS, **GPU_OP_TAGS},
     pool=GPU_POOL,
 )
 def experiment_results(
@@ -49,8 +52,9 @@ def experiment_results(
     hetero_graph,
 ) -> pl.DataFrame:
     """Test metrics per fold of each variant of this run's partitions (variant, name, detail,
-    fold, metric, value). The LLaVA variant reads `augment.llava_comment_embeddings`; the others
-    do not need it. The run config applies to every variant; a variant's own settings win."""
+    fold, metric, value). The LLaVA variants read `augment.llava_comment_embeddings` (every shard
+    the graph's edges fall in); the others do not need it. The run config applies to every
+    variant; a variant's own settings win."""
     from hmg_pipeline.core.metrics import summary_table
     from hmg_pipeline.model.experiments import results_frame, run_experiment
 
@@ -60,7 +64,7 @@ def experiment_results(
         variant = VARIANTS_BY_KEY[key]
         augmented = None
         if variant.comments != "original":
-            augmented = read_store_table(paths, "augment", "llava_comment_embeddings")
+            augmented = llava_features(paths, hetero_graph)
             source = "neutral_source" if variant.comments == "llava_leakfree" else "source"
             notes[key] = dict(augmented.group_by(source).len().iter_rows())
         started = time.perf_counter()
@@ -86,6 +90,26 @@ def experiment_results(
         }
     )
     return results
+
+
+def llava_features(paths: PipelinePaths, hetero_graph) -> pl.DataFrame:
+    """`augment.llava_comment_embeddings`, with every shard the graph's edges fall in: a
+    :class:`MissingUpstream` naming the shards still to materialise otherwise."""
+    from hmg_pipeline.core.llava import missing_shards
+    from hmg_pipeline.model.experiments import graph_edges
+
+    table = read_store_table(paths, "augment", "llava_comment_embeddings")
+    missing = missing_shards(graph_edges(hetero_graph), table)
+    if missing:
+        raise MissingUpstream(
+            f"llava_comment_embeddings lacks {len(missing)} shard(s) that the graph's edges fall "
+            f"in ({', '.join(missing)}): materialise them with the job llava_augmentation "
+            "(`python -m hmg_pipeline.launch llava_augmentation`, every shard in one run), a "
+            "backfill of llava_comments and llava_comment_embeddings (one run per shard), or "
+            f"per shard: `dagster asset materialize --select 'llava_comments,"
+            f"llava_comment_embeddings' --partition {missing[0]}`"
+        )
+    return table
 
 
 PAPER_TABLE_COLUMNS = {

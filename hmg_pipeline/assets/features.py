@@ -30,11 +30,11 @@ from hmg_pipeline.core.features import (
     vector_column,
 )
 from hmg_pipeline.metadata import counts_table
+from hmg_pipeline.placement import GPU_OP_TAGS, GPU_POOL
 from hmg_pipeline.resources import ComputeResource, EncoderResource, PipelinePaths
 from hmg_pipeline.storage import DUCKDB_TAGS, table_metadata
 
 GROUP = "features"
-GPU_POOL = "gpu"
 
 
 class CommentEmbeddingConfig(Config):
@@ -101,7 +101,7 @@ def embed_texts_with(
     },
     can_subset=True,
     group_name=GROUP,
-    op_tags=DUCKDB_TAGS,
+    op_tags={**DUCKDB_TAGS, **GPU_OP_TAGS},
     pool=GPU_POOL,
 )
 def image_embeddings(
@@ -152,7 +152,12 @@ def image_embeddings(
         yield Output(unreadable, output_name="unreadable_images", metadata=metadata)
 
 
-@asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS, pool=GPU_POOL)
+@asset(
+    group_name=GROUP,
+    metadata=table_metadata(GROUP),
+    op_tags={**DUCKDB_TAGS, **GPU_OP_TAGS},
+    pool=GPU_POOL,
+)
 def comment_embeddings(
     context: AssetExecutionContext,
     config: CommentEmbeddingConfig,
@@ -188,7 +193,12 @@ def comment_embeddings(
     return table
 
 
-@asset(group_name=GROUP, metadata=table_metadata(GROUP), op_tags=DUCKDB_TAGS, pool=GPU_POOL)
+@asset(
+    group_name=GROUP,
+    metadata=table_metadata(GROUP),
+    op_tags={**DUCKDB_TAGS, **GPU_OP_TAGS},
+    pool=GPU_POOL,
+)
 def group_embeddings(
     context: AssetExecutionContext,
     paths: PipelinePaths,

@@ -55,8 +55,9 @@ GROUP = "flickr"
 FLICKR_ASSETS = ("flickr_comments", "flickr_images", "flickr_groups")
 Runner = Callable[[FlickrClient, FlickrStore, Sequence[str], Progress], refetch.FetchSummary]
 # A run without a partition key cannot execute partitioned assets, so the downstream refresh
-# leaves them (and what reads them) out; the `paper_experiments` job or a backfill runs them.
-PARTITIONED_DOWNSTREAM = ("experiment_results",)
+# leaves them (and what reads them) out; the jobs `llava_augmentation` and `paper_experiments`,
+# or a backfill, run them.
+PARTITIONED_DOWNSTREAM = ("llava_comments", "experiment_results")
 
 
 class FlickrFetchConfig(Config):
@@ -229,9 +230,9 @@ flickr_downstream_job = define_asset_job(
     selection=AssetSelection.assets("clean_labels", "label_drops").downstream()
     - AssetSelection.assets(*PARTITIONED_DOWNSTREAM).downstream(),
     description="Re-materialise everything that uses Flickr results, after they changed. "
-    "Partitioned experiment_results and paper_tables are left out (a sensor run carries no "
-    "partition key); they show as stale in the UI and are refreshed by the paper_experiments "
-    "job or a backfill.",
+    "The partitioned LLaVA shards, experiment_results and what reads them are left out (a "
+    "sensor run carries no partition key); they show as stale in the UI and are refreshed by "
+    "the jobs llava_augmentation and paper_experiments, or a backfill.",
 )
 
 

@@ -17,6 +17,7 @@ from dagster import (
 
 from hmg_pipeline.metadata import markdown_table, png_markdown
 from hmg_pipeline.model.config import ModelConfig, TrainConfig
+from hmg_pipeline.placement import GPU_OP_TAGS, GPU_POOL
 from hmg_pipeline.resources import ComputeResource, PipelinePaths
 from hmg_pipeline.storage import DUCKDB_TAGS, table_metadata
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # torch is imported inside the steps only
     from hmg_pipeline.model.train import CrossValidation
 
 GROUP = "model"
-GPU_POOL = "gpu"
 PROTOCOL_NOTES = {
     "transductive": "transductive: held-out edges' structure and comment features take part in "
     "message passing, their labels never do",
@@ -86,7 +86,7 @@ class TrainingRunConfig(Config, TrainConfig, ModelConfig):
     },
     can_subset=True,
     group_name=GROUP,
-    op_tags=DUCKDB_TAGS,
+    op_tags={**DUCKDB_TAGS, **GPU_OP_TAGS},
     pool=GPU_POOL,
 )
 def trained_model(

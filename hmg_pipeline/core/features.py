@@ -32,7 +32,10 @@ UNREADABLE_SCHEMA = {
 
 
 class VectorCache(DuckDBFile):
-    """``with VectorCache(path) as cache:``; one DuckDB table of (encoder, sha, vector)."""
+    """``with VectorCache(path) as cache:``; one DuckDB table of (encoder, sha, vector), opened
+    per lookup or store (brief), so concurrent steps share it."""
+
+    BRIEF = True
 
     SCHEMA = (
         "create table if not exists vectors (encoder varchar not null, "
@@ -45,15 +48,16 @@ class VectorCache(DuckDBFile):
         if not hashes:
             return {}
         wanted = pa.table({"content_sha": pa.array(list(set(hashes)), pa.string())})
-        self.db.register("wanted_hashes", wanted)
-        try:
-            found = self.db.execute(
-                "select v.content_sha, v.vector from vectors v join wanted_hashes w "
-                "using (content_sha) where v.encoder = ?",
-                [encoder],
-            ).pl()
-        finally:
-            self.db.unregister("wanted_hashes")
+        with self.session() as db:
+            db.register("wanted_hashes", wanted)
+            try:
+                found = db.execute(
+                    "select v.content_sha, v.vector from vectors v join wanted_hashes w "
+                    "using (content_sha) where v.encoder = ?",
+                    [encoder],
+                ).pl()
+            finally:
+                db.unregister("wanted_hashes")
         if found.height == 0:
             return {}
         matrix = np.asarray(found["vector"].to_list(), dtype=np.float32).reshape(-1, dim)
@@ -70,16 +74,18 @@ class VectorCache(DuckDBFile):
                 "vector": pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32())),
             }
         )
-        self.db.register("new_vectors", batch)
-        try:
-            self.db.execute("insert or ignore into vectors select * from new_vectors")
-        finally:
-            self.db.unregister("new_vectors")
+        with self.session() as db:
+            db.register("new_vectors", batch)
+            try:
+                db.execute("insert or ignore into vectors select * from new_vectors")
+            finally:
+                db.unregister("new_vectors")
 
     def count(self, encoder: str) -> int:
-        return self.db.execute(
-            "select count(*) from vectors where encoder = ?", [encoder]
-        ).fetchone()[0]
+        with self.session() as db:
+            return db.execute(
+                "select count(*) from vectors where encoder = ?", [encoder]
+            ).fetchone()[0]
 
 
 @dataclass

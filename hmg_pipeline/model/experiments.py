@@ -86,15 +86,21 @@ REPORTED_SOURCE = (
 )
 
 
-def edge_rows(data: HeteroData, table: pl.DataFrame) -> pl.DataFrame:
-    """The rows of ``table`` (keyed by user_id, image_id) in the order of the graph's user-image
-    edges; an edge with no row, or with several, is an error."""
+def graph_edges(data: HeteroData) -> pl.DataFrame:
+    """The graph's user-image edges as (user_id, image_id) rows, in edge order."""
     users = np.asarray(data["user"].node_id, dtype=object)
     images = np.asarray(data["image"].node_id, dtype=object)
     source, target = data[VIEWS].edge_index.numpy()
-    edges = pl.DataFrame({"user_id": users[source], "image_id": images[target]}).with_row_index(
-        "edge"
+    return pl.DataFrame(
+        {"user_id": users[source], "image_id": images[target]},
+        schema={"user_id": pl.String, "image_id": pl.String},
     )
+
+
+def edge_rows(data: HeteroData, table: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``table`` (keyed by user_id, image_id) in the order of the graph's user-image
+    edges; an edge with no row, or with several, is an error."""
+    edges = graph_edges(data).with_row_index("edge")
     duplicated = table.select("user_id", "image_id").is_duplicated().sum()
     if duplicated:
         raise ValueError(f"the comment table has {duplicated} rows on repeated (user, image)")

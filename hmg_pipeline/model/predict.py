@@ -20,8 +20,10 @@ import numpy as np
 import polars as pl
 import torch
 from torch_geometric.data import HeteroData
+from upath import UPath
 
 from hmg_pipeline.core.graph import VIEWS
+from hmg_pipeline.core.locations import as_location, load_torch, shown
 from hmg_pipeline.model.config import ModelConfig, TrainConfig
 from hmg_pipeline.model.hmg_emo import HMGEmo, InputDims, build_model
 from hmg_pipeline.model.train import GraphTensors
@@ -83,12 +85,13 @@ def trained_model_from_bundle(bundle: dict) -> TrainedModel:
     )
 
 
-def load_trained_model(path: str | Path) -> TrainedModel:
-    """Load the ``trained_model`` artifact (``HMG_STORE_DIR/artifacts/trained_model.pt``)."""
-    path = Path(path)
+def load_trained_model(path: str | Path | UPath) -> TrainedModel:
+    """Load the ``trained_model`` artifact (``HMG_STORE_DIR/artifacts/trained_model.pt``, or
+    under ``HMG_ARTIFACTS_URL``: a local path or an fsspec URL such as ``s3://b/p/...``)."""
+    path = as_location(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: materialise trained_model first")
-    return trained_model_from_bundle(torch.load(path, map_location="cpu", weights_only=False))
+        raise FileNotFoundError(f"{shown(path)} does not exist: materialise trained_model first")
+    return trained_model_from_bundle(load_torch(path))
 
 
 def pair_status(known_user: bool, known_image: bool) -> str:

@@ -1,6 +1,8 @@
 """Reports for people: the cross-validation summary (mean, sample std, 95% t interval, paired
 differences to the logistic regression) with its plots, and the paper's Tables I-V with its
-reported numbers beside ours, as markdown and PNG files in the store's ``reports/`` directory."""
+reported numbers beside ours, as markdown and PNG files in the store's ``reports/`` directory
+(``PipelinePaths.reports_dir``: a local directory, or an object store under HMG_ARTIFACTS_URL;
+everything is written as whole bytes or text through ``upath.UPath``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+from upath import UPath
 
 from hmg_pipeline.core.metrics import (
     REPORT_METRICS,
@@ -58,8 +61,9 @@ class EvaluationReport:
             )
         return "\n\n".join([*parts, RUNS_NOTE])
 
-    def write(self, directory: Path) -> Path:
-        """``evaluation.md`` (with the plots beside it) in ``directory``; returns the file."""
+    def write(self, directory: Path | UPath) -> Path | UPath:
+        """``evaluation.md`` (with the plots beside it) in ``directory``, a local directory or
+        an object-store prefix; returns the file."""
         (directory / "training_curves.png").write_bytes(self.curves)
         (directory / "confusion_matrix.png").write_bytes(self.confusion)
         document = directory / "evaluation.md"
@@ -127,7 +131,7 @@ class PaperTablesReport:
     table: pl.DataFrame  # every printed row's numbers (paper_tables_long: what DuckDB stores)
     missing: list[str]  # variants without results
 
-    def write(self, directory: Path) -> Path:
+    def write(self, directory: Path | UPath) -> Path | UPath:
         (directory / "paper_tables.png").write_bytes(self.chart)
         document = directory / "paper_tables.md"
         document.write_text(
