@@ -23,7 +23,10 @@ MAIN_JOB ?= hmg_main
 # and their upstream. On the bundled sample (offline) the LLaVA comments come from a tiny random
 # LLaVA: a plumbing check, not LLaVA (set HMG_LLAVA_MODEL / HMG_LLAVA_BACKEND).
 ifeq ($(HMG_RAW_DIR),data/sample)
+# (only for in-process generation: a served model has its own name, HMG_LLAVA_MODEL)
+ifeq ($(filter-out transformers,$(HMG_LLAVA_BACKEND)),)
 export HMG_LLAVA_MODEL ?= tiny-random
+endif
 # `make demo` / `make experiments` on the small sample run every step in the run's process: a
 # process per step costs ~2.5 s of start-up and imports on 2 cores, more than most steps take
 # here (BENCHMARKS.md). Only those two targets: the tests and `make dev` keep the default.

@@ -77,7 +77,6 @@ main_job = define_asset_job(
 )
 
 
-
 def every_partition(partitions_def) -> dict[str, str]:
     """Run tags that make a job's partitioned assets run every partition in one run (a UI
     backfill of them instead runs one partition per run)."""

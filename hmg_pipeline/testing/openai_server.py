@@ -177,13 +177,19 @@ def _handler(state: OpenAIState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def make_server(state: OpenAIState, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """The server for ``state`` (port 0: a free one), not yet serving."""
+    server = ThreadingHTTPServer((host, port), _handler(state))
+    server.daemon_threads = True
+    server.request_queue_size = 128
+    return server
+
+
 @contextmanager
 def openai_server(state: OpenAIState | None = None) -> Iterator[tuple[str, OpenAIState]]:
     """``with openai_server(state) as (base_url, state):``; ``base_url`` ends in ``/v1``."""
     state = state or OpenAIState()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    server.request_queue_size = 128
+    server = make_server(state)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -191,3 +197,31 @@ def openai_server(state: OpenAIState | None = None) -> Iterator[tuple[str, OpenA
     finally:
         server.shutdown()
         server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until Ctrl-C: ``python -m hmg_pipeline.testing.openai_server --port 8000``, then
+    ``HMG_LLAVA_BACKEND=openai`` runs the pipeline's LLaVA assets against it (its comments are
+    canned: a wiring check, not LLaVA)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible LLaVA server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency-ms", type=float, default=200.0)
+    parser.add_argument("--model", default=SERVED_MODEL)
+    args = parser.parse_args(argv)
+    state = OpenAIState(models=(args.model,), latency_s=args.latency_ms / 1000)
+    server = make_server(state, args.host, args.port)
+    print(f"fake OpenAI-compatible server on http://{args.host}:{args.port}/v1 ({args.model})")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        print(f"{state.completed} requests answered, at most {state.max_in_flight} in flight")
+
+
+if __name__ == "__main__":
+    main()
