@@ -22,8 +22,9 @@ RUN pip install --index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" 
 WORKDIR /opt/hmg
 COPY pyproject.toml README.md ./
 COPY hmg_pipeline ./hmg_pipeline
-# s3: fsspec's S3 filesystem, for HMG_ARTIFACTS_URL=s3://... (artifacts and reports).
-RUN pip install ".[s3]"
+# s3: fsspec's S3 filesystem, for HMG_ARTIFACTS_URL=s3://... (artifacts and reports); k8s: the
+# step executor (HMG_EXECUTOR=k8s) and the Postgres instance storage of the run pods.
+RUN pip install ".[s3,k8s]"
 # The bundled sample (6 MB), for a smoke run in the cluster: HMG_RAW_DIR=/opt/hmg/data/sample.
 COPY workspace.yaml ./
 COPY data/sample ./data/sample

@@ -6,7 +6,7 @@ fixed latency, as a loaded GPU server does; the client is the pipeline's own pat
 sample's JPEGs base64-encoded into each request.
 
     python -m bench.llava_serving --latency-ms 200 --concurrency 1 8 32 --seconds 5 --repeats 3
-    python -m bench.llava_serving --photos   # 500x375 JPEGs (~40-80 KB) instead of the sample's
+    python -m bench.llava_serving --photos   # 500x375 JPEGs (~100 KB) instead of the sample's
 
 Reports per concurrency the median generations/s over --repeats runs, the speed-up over the
 first concurrency (same run), the ideal (concurrency / latency) and the most requests the
@@ -29,7 +29,7 @@ SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "data" / "sample" / "image
 
 def sample_images(count: int, photos: bool) -> dict[str, bytes]:
     """Up to ``count`` JPEGs by name: the bundled sample's (small), or with ``photos``
-    photo-sized 500x375 ones (~40-80 KB, like Flickr's medium size)."""
+    photo-sized 500x375 ones (~100 KB, like Flickr's medium size)."""
     if photos:
         from bench.embeddings import write_jpegs
 
@@ -48,7 +48,7 @@ def one_run(url: str, concurrency: int, requests: int, images: dict[str, bytes],
     run = time.time_ns()  # fresh prompts: nothing comes from the cache
     keys = [(f"prompt {run} {i}", names[i % len(names)]) for i in range(requests)]
     with GenerationCache(cache) as store:
-        result = generate_with_cache(
+        result = generate_with_cache(  # it closes the client when done
             ("openai", f"{SERVED_MODEL}|bench"),
             lambda: OpenAILlava(url, SERVED_MODEL, concurrency=concurrency),
             store,

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from dagster import ConfigurableResource, ResourceDefinition
@@ -256,12 +256,20 @@ def resource_from_env(
     try:
         return build()
     except SettingError as error:
-        message = str(error)
+        return failing_resource(str(error))
 
-        def fail(_context: object) -> None:
-            raise SettingError(message)
 
-        return ResourceDefinition(resource_fn=fail, description=f"invalid setting: {message}")
+Definition = TypeVar("Definition", bound=ResourceDefinition)
+
+
+def failing_resource(message: str, kind: type[Definition] = ResourceDefinition) -> Definition:
+    """A resource (or, with ``kind``, an IO manager) whose initialisation raises ``message``, a
+    bad setting's error: the code location loads, and only the steps that use it fail."""
+
+    def fail(_context: object) -> None:
+        raise SettingError(message)
+
+    return kind(resource_fn=fail, description=f"invalid setting: {message}")
 
 
 class PipelinePaths(ConfigurableResource):

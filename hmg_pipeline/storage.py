@@ -29,6 +29,7 @@ from dagster import (
 )
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb import DuckDBIOManager
+from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_polars import DuckDBPolarsTypeHandler
 from pydantic import Field
 from upath import UPath
@@ -41,7 +42,7 @@ from hmg_pipeline.core.locations import (
     shown,
     size_mb,
 )
-from hmg_pipeline.resources import PipelinePaths, SettingError, env_setting
+from hmg_pipeline.resources import PipelinePaths, SettingError, env_setting, failing_resource
 
 DUCKDB_TAG_KEY = "hmg/duckdb"
 DUCKDB_TAGS = {DUCKDB_TAG_KEY: "writer"}
@@ -62,7 +63,13 @@ def k8s_executor() -> ExecutorDefinition:
     step's ``dagster-k8s/config`` tag is merged over it). Image, namespace, environment and
     volumes come from the run launcher and the code location (deploy/). dagster_k8s is imported
     only here, so the local executors do not pay for it."""
-    from dagster_k8s import k8s_job_executor
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError:
+        raise ImportError(
+            "HMG_EXECUTOR=k8s needs dagster-k8s: pip install 'hmg_pipeline[k8s]' (the image of "
+            "the Dockerfile has it)"
+        ) from None
 
     from hmg_pipeline.placement import CPU_STEP_K8S_CONFIG
 
@@ -185,7 +192,53 @@ class PolarsTableHandler(DuckDBPolarsTypeHandler):
                 context.asset_key.to_user_string(),
                 f"no table {table_slice.schema}.{table_slice.table} in {database}",
             )
+        missing = missing_partition_columns(connection, table_slice)
+        if missing:
+            asset = context.asset_key.to_user_string()
+            raise MissingUpstream(
+                f"{table_slice.schema}.{table_slice.table} was stored before {asset} was "
+                f"partitioned (no column {', '.join(missing)}): materialise the partitions "
+                f"you need, e.g. `dagster asset materialize --select {asset} --partition "
+                f"{table_slice.partition_dimensions[0].partitions[0]}`"
+            )
         return super().load_input(context, table_slice, connection)
+
+
+def missing_partition_columns(connection, table_slice: TableSlice) -> list[str]:
+    """The partition columns of ``table_slice`` that its existing table lacks: a table stored
+    before its asset was partitioned (say, the unsharded LLaVA comments)."""
+    if not table_slice.partition_dimensions:
+        return []
+    columns = {
+        row[0]
+        for row in connection.execute(
+            "select column_name from information_schema.columns where table_schema = ? "
+            "and table_name = ?",
+            [table_slice.schema, table_slice.table],
+        ).fetchall()
+    }
+    wanted = [dimension.partition_expr for dimension in table_slice.partition_dimensions]
+    return [column for column in wanted if columns and column not in columns]
+
+
+class PartitionedTableClient(DuckDbClient):
+    """dagster-duckdb's client, but a partitioned output whose table was stored before its
+    asset was partitioned replaces that table (dropped, with a warning) instead of failing on
+    the missing partition column."""
+
+    @staticmethod
+    def delete_table_slice(context: OutputContext, table_slice: TableSlice, connection) -> None:
+        missing = missing_partition_columns(connection, table_slice)
+        if missing:
+            table = f"{table_slice.schema}.{table_slice.table}"
+            context.log.warning(
+                f"{table} has no column {', '.join(missing)}: it was stored before "
+                f"{context.asset_key.to_user_string()} was partitioned; dropping it (every "
+                "partition is re-created as it is materialised)"
+            )
+            connection.execute(f"drop table {table}")
+            return
+        DuckDbClient.delete_table_slice(context, table_slice, connection)
 
 
 class HmgDuckDBIOManager(DuckDBIOManager):
@@ -202,7 +255,14 @@ class HmgDuckDBIOManager(DuckDBIOManager):
     def create_io_manager(self, context) -> DbIOManager:
         if self.store_dir:
             PipelinePaths.create_store(self.store_dir)
-        return super().create_io_manager(context)
+        return DbIOManager(  # dagster-duckdb's, with the client below
+            db_client=PartitionedTableClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="DuckDBIOManager",
+        )
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -267,22 +327,12 @@ class TorchArtifactIOManager(ConfigurableIOManager):
         return load_torch(path)
 
 
-def _failing_io_manager(message: str) -> IOManagerDefinition:
-    """An IO manager whose initialisation raises ``message`` (a bad setting): the code location
-    loads, and only the steps that store or load through it fail."""
-
-    def fail(_context: object) -> None:
-        raise SettingError(message)
-
-    return IOManagerDefinition(resource_fn=fail, description=f"invalid setting: {message}")
-
-
 def artifact_io_manager(paths: PipelinePaths) -> TorchArtifactIOManager | IOManagerDefinition:
     """Torch artifacts at ``paths.artifacts_dir`` (``HMG_ARTIFACTS_URL``, else the store); the
     store is checked first only when they live in it."""
     try:
         base_dir = f"{paths.artifacts_root}/artifacts"
     except SettingError as error:  # a bad HMG_ARTIFACTS_URL
-        return _failing_io_manager(str(error))
+        return failing_resource(str(error), IOManagerDefinition)
     store_dir = "" if paths.artifacts_url.strip() else paths.store_dir
     return TorchArtifactIOManager(base_dir=base_dir, store_dir=store_dir)

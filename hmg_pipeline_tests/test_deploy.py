@@ -103,7 +103,7 @@ LOAD_DEFINITIONS = """
 import json, sys
 from hmg_pipeline.definitions import defs
 jobs = {name: defs.resolve_job_def(name).executor_def.name
-        for name in ("hmg_main", "paper_experiments")}
+        for name in ("hmg_main", "llava_augmentation", "paper_experiments")}
 print(json.dumps({"executor": defs.executor.name, "jobs": jobs,
                   "dagster_k8s_imported": "dagster_k8s" in sys.modules}))
 """
@@ -138,9 +138,23 @@ def test_the_code_location_loads_with_the_executor_of_hmg_executor(
 # -- GPU placement ------------------------------------------------------------------------------
 
 
+# The assets that run a model (encoders, training, LLaVA). llava_comments only when it runs LLaVA
+# in its own process (the default backend); with a served model it is a CPU step
+# (test_llava_serving checks that placement).
+GPU_ASSETS = {
+    "image_embeddings",
+    "comment_embeddings",
+    "group_embeddings",
+    "trained_model",
+    "experiment_results",
+    "llava_comment_embeddings",
+}
+
+
 def test_the_gpu_tags_are_on_exactly_the_gpu_pool_assets() -> None:
     ops, gpu, tagged = gpu_and_tagged_ops()
-    assert {"trained_model", "image_embeddings", "experiment_results"} <= gpu
+    in_process = os.environ.get("HMG_LLAVA_BACKEND", "").strip().lower() in ("", "transformers")
+    assert gpu == GPU_ASSETS | ({"llava_comments"} if in_process else set())
     assert tagged == gpu, {"gpu pool without tag": gpu - tagged, "tag outside": tagged - gpu}
     for name in gpu:
         container = get_user_defined_k8s_config(ops[name].tags).container_config
@@ -285,6 +299,10 @@ def test_the_helm_values_match_the_instance_the_volume_and_the_vllm_service() ->
     # Dagster refuses max_concurrent_runs in both places (instance/config.py).
     queued = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     assert "maxConcurrentRuns" not in queued
+    # Failed runs (a shard whose server died) are retried by the daemon, in both files alike.
+    retries, helm_retries = instance["run_retries"], values["dagsterDaemon"]["runRetries"]
+    assert retries["enabled"] is helm_retries["enabled"] is True
+    assert retries["max_retries"] == helm_retries["maxRetries"] >= 1
 
     pvc = load_yaml("store-pvc.yaml")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -332,7 +350,7 @@ def test_the_dockerfile_installs_torch_of_the_variant_then_the_project() -> None
     assert set(pins) == {"torch", "torchvision"}
     for name, version in pins.items():
         assert f"{name}=={version}" in text, name  # same pins as pyproject.toml
-    assert text.index("download.pytorch.org") < text.index('pip install ".[s3]"')
+    assert text.index("download.pytorch.org") < text.index('pip install ".[s3,k8s]"')
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, flags=re.M).group(1))  # type: ignore[union-attr]
     assert cmd[:3] == ["dagster", "code-server", "start"]
     assert cmd[cmd.index("-m") + 1] == PYPROJECT["tool"]["dagster"]["module_name"]

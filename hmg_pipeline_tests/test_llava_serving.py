@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pytest
+from dagster import DagsterInstance
 from PIL import Image
 
 from hmg_pipeline.core.llava import (
@@ -28,6 +30,7 @@ from hmg_pipeline.core.llava import (
     image_data_url,
     in_shards,
     missing_shards,
+    mixed_generators,
     shard_keys,
     shard_of,
 )
@@ -59,9 +62,11 @@ def test_each_request_carries_its_prompt_and_image_and_answers_come_back_in_orde
         comments = client(url, concurrency=3, max_new_tokens=25).generate(pictures, prompts)
     for comment, picture, prompt in zip(comments, pictures, prompts, strict=True):
         assert comment == f"A comment on a {len(picture)}-byte photo: {prompt}"  # cleaned
-    body = next(b for b in state.requests if b["messages"][0]["content"][0]["text"] == prompts[2])
+    body = next(b for b in state.requests if b["messages"][0]["content"][1]["text"] == prompts[2])
     assert (body["model"], body["max_tokens"], body["temperature"]) == (SERVED_MODEL, 25, 0)
-    image_url = body["messages"][0]["content"][1]["image_url"]["url"]
+    # The image first, then the prompt: LLaVA-1.5's order (USER: <image>\n...).
+    assert [part["type"] for part in body["messages"][0]["content"]] == ["image_url", "text"]
+    image_url = body["messages"][0]["content"][0]["image_url"]["url"]
     header, _, data = image_url.partition(",")
     assert header == "data:image/jpeg;base64" and base64.b64decode(data) == pictures[2]
 
@@ -127,6 +132,37 @@ def test_a_bad_request_fails_at_once_and_asks_whether_the_model_takes_images() -
     ):
         client(url).generate(images(1), ["p"])
     assert len(state.requests) == 1
+
+
+def test_one_failure_cuts_the_other_requests_retries_short() -> None:
+    """One request is refused (400) while the other waits out a 30 s Retry-After: the stream
+    stops at once instead of sitting out the wait, and raises."""
+    state = OpenAIState(failures=[503, 400], retry_after="30")
+    with openai_server(state) as (url, _), pytest.raises(LlavaUnavailable):
+        started = time.perf_counter()
+        client(url, concurrency=2).generate(images(2), ["a", "b"])
+    assert time.perf_counter() - started < 10
+
+
+def test_an_image_that_cannot_be_read_stops_the_stream_with_its_error() -> None:
+    def unreadable() -> bytes:
+        raise OSError("no such file: img/7.jpg")
+
+    items = [(0, lambda: images(1)[0], "p"), (1, unreadable, "p"), (2, lambda: b"x", "p")]
+    outcome: list[object] = []
+
+    def consume() -> None:
+        try:
+            outcome.append(list(client(url, concurrency=2).generate_stream(items)))
+        except OSError as error:
+            outcome.append(error)
+
+    with openai_server() as (url, _):
+        worker = threading.Thread(target=consume, daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+    assert not worker.is_alive(), "the stream hung"
+    assert isinstance(outcome[0], OSError) and "img/7.jpg" in str(outcome[0])
 
 
 def test_images_go_as_they_are_or_re_encoded_as_png() -> None:
@@ -233,6 +269,20 @@ def test_missing_shards_are_those_of_edges_without_a_row() -> None:
     assert missing_shards(edges, edges) == []
 
 
+def test_shards_from_two_generators_are_named_with_their_shards() -> None:
+    table = pl.DataFrame(
+        {
+            "image_id": ["i1", "i1", "i2", "i3"],
+            "generator": ["openai/llava", "openai/llava", "transformers/tiny", None],
+        }
+    )
+    assert mixed_generators(table) == {
+        "openai/llava": [shard_of("i1")],
+        "transformers/tiny": [shard_of("i2")],
+    }
+    assert mixed_generators(table.filter(pl.col("image_id") != "i2")) == {}
+
+
 # -- through Dagster -------------------------------------------------------------------------
 
 
@@ -281,7 +331,7 @@ def test_shards_fail_alone_resume_from_the_cache_and_gate_the_experiments(
         )
         comments = tiny.table("augment.llava_comments")
         assert set(comments["shard"]) == {first} and set(comments["status"]) == {"generated"}
-        assert set(comments["backend"]) == {"openai"} and state.max_in_flight > 1
+        assert set(comments["backend"]) == {"openai"}
 
         # A dead server fails its shard only; the finished shard stays in the store.
         dead = LlavaResource(backend="openai", base_url=DEAD_URL, attempts=2, backoff_s=0.01)
@@ -366,3 +416,51 @@ def test_served_llava_shards_run_on_cpu_pods_in_their_own_pool() -> None:
     placed = json.loads(done.stdout.strip().splitlines()[-1])
     assert placed["llava_comments"] == [LLAVA_SERVER_POOL, ["hmg/duckdb"]]
     assert placed["llava_comment_embeddings"] == [GPU_POOL, sorted(["hmg/duckdb", *GPU_OP_TAGS])]
+
+
+def test_a_shard_without_edges_materialises_empty_tables(tiny: TinyDataset) -> None:
+    tiny.write_trainable_views()
+    used = {shard_of(image) for image in ("i1", "i2", "i3")}
+    empty = next(shard for shard in shard_keys() if shard not in used)
+    result = tiny.materialize(["*llava_comment_embeddings"], partition_key=empty)
+    assert result.success
+    for name in ("llava_comments", "llava_comment_embeddings"):
+        assert (
+            result.asset_materializations_for_node(name)[0].metadata["dagster/row_count"].value == 0
+        )
+        assert tiny.table(f"augment.{name}").height == 0
+
+
+def old_layout(store_dir: Path) -> None:
+    """augment.llava_comments as the store held it before the shards: no shard column."""
+    store_dir.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(store_dir / "hmg.duckdb")) as connection:
+        connection.execute("create schema if not exists augment")
+        connection.execute(
+            "create or replace table augment.llava_comments as "
+            "select 'u1' as user_id, 'i1' as image_id, 'an old comment' as comment"
+        )
+
+
+def test_a_store_from_before_the_shards_is_replaced_on_write_and_named_on_read(
+    tiny: TinyDataset,
+) -> None:
+    tiny.write_trainable_views()
+    shard = shard_of("i1")
+    old_layout(tiny.store_dir)
+    instance = DagsterInstance.ephemeral()
+    written = tiny.materialize(
+        ["*llava_comment_embeddings"], partition_key=shard, instance=instance
+    )
+    assert written.success
+    logged = " ".join(entry.user_message for entry in instance.all_logs(written.run_id))
+    assert "was stored before llava_comments was partitioned; dropping it" in logged
+    comments = tiny.table("augment.llava_comments")
+    assert set(comments["shard"]) == {shard} and "an old comment" not in comments["comment"]
+
+    old_layout(tiny.store_dir)
+    read = tiny.materialize(["llava_comment_embeddings"], partition_key=shard, raise_on_error=False)
+    assert not read.success
+    assert "augment.llava_comments was stored before llava_comments was partitioned" in (
+        failure_text(read)
+    )

@@ -198,6 +198,25 @@ def test_artifacts_round_trip_through_memory(
     assert list(tmp_path.iterdir()) == []  # the local store is not touched
 
 
+class Unpicklable:
+    """Fails half-way through ``torch.save``, after some bytes were written."""
+
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle this")
+
+
+def test_a_failed_save_leaves_the_stored_artifact_as_it_was(
+    memory: fsspec.AbstractFileSystem, root: str, tmp_path: Path
+) -> None:
+    manager = artifact_io_manager(PipelinePaths(store_dir=str(tmp_path), artifacts_url=root))
+    output = build_output_context(asset_key=AssetKey("trained_model"))
+    manager.handle_output(output, {"weights": torch.ones(1000)})
+    before = memory.cat(f"{root}/artifacts/trained_model.pt")
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        manager.handle_output(output, {"weights": torch.zeros(1000), "bad": Unpicklable()})
+    assert memory.cat(f"{root}/artifacts/trained_model.pt") == before
+
+
 def test_a_missing_artifact_names_the_asset(root: str, tmp_path: Path) -> None:
     manager = artifact_io_manager(PipelinePaths(store_dir=str(tmp_path), artifacts_url=root))
     with pytest.raises(MissingUpstream) as error:

@@ -13,13 +13,11 @@ HMG-Emo never trains on them.
 """
 
 import time
-import warnings
 
 import polars as pl
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
-    BetaWarning,
     MetadataValue,
     StaticPartitionsDefinition,
     asset,
@@ -41,8 +39,6 @@ from hmg_pipeline.resources import (
 from hmg_pipeline.storage import DUCKDB_TAGS, table_metadata
 
 GROUP = "augment"
-# BackfillPolicy is beta in this Dagster; its warning would repeat in every step's log.
-warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
 shard_partitions = StaticPartitionsDefinition(shard_keys())
 SHARDED = {
     "group_name": GROUP,
@@ -80,6 +76,7 @@ def generation_metadata(table: pl.DataFrame, result, seconds: float) -> dict:
         "neutral_status": MetadataValue.md(status_counts(table, "neutral")),
         "generated_now": result.generated,
         "reused_from_cache": result.reused,
+        "retried_requests": result.retries,
         "unique_comment_share": round(done["comment"].n_unique() / max(done.height, 1), 4),
         "distinct_prompts": table["prompt"].n_unique(),
         "distinct_neutral_comments": neutral[kind_column("neutral", "comment")].n_unique(),

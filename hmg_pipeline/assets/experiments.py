@@ -8,7 +8,6 @@ and the job `paper_experiments` runs all of them in one run.
 """
 
 import time
-import warnings
 
 import polars as pl
 from dagster import (
@@ -16,7 +15,6 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     BackfillPolicy,
-    BetaWarning,
     MetadataValue,
     StaticPartitionsDefinition,
     asset,
@@ -30,8 +28,6 @@ from hmg_pipeline.resources import ComputeResource, PipelinePaths
 from hmg_pipeline.storage import DUCKDB_TAGS, MissingUpstream, read_store_table, table_metadata
 
 GROUP = "experiments"
-# BackfillPolicy is beta in this Dagster; its warning would repeat in every step's log.
-warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
 variant_partitions = StaticPartitionsDefinition([variant.key for variant in VARIANTS])
 
 
@@ -93,12 +89,21 @@ def experiment_results(
 
 
 def llava_features(paths: PipelinePaths, hetero_graph) -> pl.DataFrame:
-    """`augment.llava_comment_embeddings`, with every shard the graph's edges fall in: a
-    :class:`MissingUpstream` naming the shards still to materialise otherwise."""
-    from hmg_pipeline.core.llava import missing_shards
+    """`augment.llava_comment_embeddings`, from one generator, with every shard the graph's
+    edges fall in: an error naming the shards to re-materialise or still to materialise
+    otherwise."""
+    from hmg_pipeline.core.llava import missing_shards, mixed_generators
     from hmg_pipeline.model.experiments import graph_edges
 
     table = read_store_table(paths, "augment", "llava_comment_embeddings")
+    mixed = mixed_generators(table)
+    if mixed:
+        raise ValueError(
+            "llava_comment_embeddings mixes generators across shards ("
+            + "; ".join(f"{g}: {', '.join(shards)}" for g, shards in mixed.items())
+            + "): re-materialise the shards of the ones you do not want with one "
+            "HMG_LLAVA_BACKEND and HMG_LLAVA_MODEL (the LLaVA cache keeps what was generated)"
+        )
     missing = missing_shards(graph_edges(hetero_graph), table)
     if missing:
         raise MissingUpstream(
@@ -136,8 +141,8 @@ def paper_tables(
     sample std [95% t interval] over runs, macro F1 and the paired difference to the logistic
     regression, with the paper's reported row (never re-run) under it; the paper's Table I.
     Stored as numbers (table, row, model, source, variant, metric, statistic, mean, std,
-    ci_low, ci_high, n); written to `HMG_STORE_DIR/reports/paper_tables.md` with a bar chart of
-    weighted F1."""
+    ci_low, ci_high, n); written to `reports/paper_tables.md` (under HMG_ARTIFACTS_URL, by
+    default the store) with a bar chart of weighted F1."""
     from hmg_pipeline.model.reports import paper_tables_report
 
     report = paper_tables_report(experiment_results)

@@ -37,22 +37,16 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar, runtime_checkable
 
 import httpx
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import requests
-from tenacity import (
-    RetryError,
-    retry,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from hmg_pipeline.core.duckdb_files import DuckDBFile
+from hmg_pipeline.core.locations import redact_url
 
 PAPER_LLAVA_MODEL = "llava-hf/llava-1.5-7b-hf"
 TINY_RANDOM = "tiny-random"
@@ -133,6 +127,7 @@ class CommentGenerator(Protocol):
     def generate(self, images: Sequence[bytes], prompts: Sequence[str]) -> list[str]: ...
 
 
+@runtime_checkable
 class StreamingGenerator(Protocol):
     """A backend that keeps many requests in flight: ``generate_stream`` takes (key, image
     loader, prompt) items and yields (key, comment) as each finishes, in completion order."""
@@ -173,6 +168,16 @@ def missing_shards(edges: pl.DataFrame, table: pl.DataFrame) -> list[str]:
     augment table): the shards still to materialise."""
     absent = edges.join(table.select("user_id", "image_id"), on=["user_id", "image_id"], how="anti")
     return sorted({shard_of(image) for image in absent["image_id"].unique().to_list()})
+
+
+def mixed_generators(table: pl.DataFrame) -> dict[str, list[str]]:
+    """The shards of each generator (backend/model) in a sharded augment table when it holds
+    more than one (shards materialised under different settings), else {}."""
+    rows = table.filter(pl.col("generator").is_not_null()).select("generator", "image_id")
+    shards: dict[str, set[str]] = {}
+    for generator, image in rows.unique().iter_rows():
+        shards.setdefault(generator, set()).add(shard_of(image))
+    return {g: sorted(found) for g, found in sorted(shards.items())} if len(shards) > 1 else {}
 
 
 def in_shards(table: pl.DataFrame, shards: Sequence[str]) -> pl.DataFrame:
@@ -329,11 +334,82 @@ class TransformersLlava:
         return [clean_generation(t) for t in texts]
 
 
+# -- retries of the server backends ----------------------------------------------------------
+
+RETRY_AFTER_MAX_S = 300.0  # a server's Retry-After is honoured up to this
+Reply = TypeVar("Reply")
+
+
+class Retryable(Exception):
+    """429, 408, 5xx, a timeout or a broken connection: worth another attempt. ``wait_s``: the
+    server's Retry-After, if it gave one."""
+
+    def __init__(self, reason: str, wait_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.wait_s = wait_s
+
+
+class GaveUp(Exception):
+    """Every attempt failed with a :class:`Retryable` (``last``), or the work was stopped."""
+
+    def __init__(self, last: Retryable) -> None:
+        super().__init__(str(last))
+        self.last = last
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How often and how long to retry: ``attempts`` in all, exponential waits from
+    ``first_s`` up to ``max_s`` with full jitter, never shorter than the server's Retry-After."""
+
+    attempts: int = 5
+    first_s: float = 1.0
+    max_s: float = 60.0
+
+    def delay_s(self, attempt: int, error: Retryable) -> float:
+        ceiling = min(self.max_s, self.first_s * 2 ** (attempt - 1))
+        jittered = float(np.random.default_rng().uniform(0, ceiling)) if ceiling > 0 else 0.0
+        return max(jittered, min(error.wait_s or 0.0, RETRY_AFTER_MAX_S))
+
+
+def with_retries(
+    call: Callable[[], Reply],
+    backoff: Backoff,
+    stop: threading.Event | None = None,
+    on_retry: Callable[[], None] = lambda: None,
+) -> Reply:
+    """``call()`` until it returns or raises anything but :class:`Retryable`; :class:`GaveUp`
+    after ``backoff.attempts``, or at once when ``stop`` is set (another request failed)."""
+    stop = stop or threading.Event()
+    for attempt in range(1, backoff.attempts + 1):
+        try:
+            return call()
+        except Retryable as error:
+            if attempt == backoff.attempts or stop.is_set():
+                raise GaveUp(error) from None
+            on_retry()
+            if stop.wait(backoff.delay_s(attempt, error)):
+                raise GaveUp(error) from None
+    raise AssertionError("attempts must be >= 1")
+
+
+def retry_after_s(header: str | None) -> float | None:
+    """A ``Retry-After`` header (seconds or an HTTP date) in seconds, if there is one."""
+    value = (header or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
 # -- Ollama ----------------------------------------------------------------------------------
-
-
-class _Transient(Exception):
-    """A retryable failure: connection refused or reset, timeout, HTTP 5xx."""
 
 
 class OllamaLlava:
@@ -355,17 +431,16 @@ class OllamaLlava:
         self.model = model
         self.max_new_tokens = max_new_tokens
         self.timeout_s = timeout_s
-        self.attempts = attempts
-        self.backoff_s = backoff_s
+        self.backoff = Backoff(attempts, backoff_s, 30.0)
         self.session = requests.Session()
 
     def _post(self, body: dict) -> dict:
         try:
             reply = self.session.post(f"{self.url}/api/generate", json=body, timeout=self.timeout_s)
         except requests.RequestException as error:  # refused, reset, timeout, broken body
-            raise _Transient(f"{type(error).__name__}") from None
+            raise Retryable(f"{type(error).__name__}") from None
         if reply.status_code >= 500:
-            raise _Transient(f"HTTP {reply.status_code}")
+            raise Retryable(f"HTTP {reply.status_code}")
         if reply.status_code == 404:
             raise LlavaUnavailable(
                 f"{self.url}/api/generate answered 404 ({reply.text.strip()[:200]}): either the "
@@ -393,18 +468,15 @@ class OllamaLlava:
             "stream": False,
             "options": {"temperature": 0, "seed": 0, "num_predict": self.max_new_tokens},
         }
-        post = retry(
-            retry=retry_if_exception(lambda error: isinstance(error, _Transient)),
-            stop=stop_after_attempt(self.attempts),
-            wait=wait_exponential_jitter(initial=self.backoff_s, max=30.0),
-        )(self._post)
         try:
-            return clean_generation(post(body)["response"])
-        except RetryError as error:
+            return clean_generation(
+                with_retries(lambda: self._post(body), self.backoff)["response"]
+            )
+        except GaveUp as error:
             raise LlavaUnavailable(
-                f"no Ollama server answered at {self.url} after {self.attempts} attempts "
-                f"({error.last_attempt.exception()}): start it (`ollama serve`) or set "
-                "HMG_OLLAMA_URL"
+                f"no Ollama server answered at {redact_url(self.url)} after "
+                f"{self.backoff.attempts} attempts ({error.last}): start it (`ollama serve`) or "
+                "set HMG_OLLAMA_URL"
             ) from None
 
     def generate(self, images: Sequence[bytes], prompts: Sequence[str]) -> list[str]:
@@ -438,15 +510,15 @@ def image_data_url(image: bytes) -> str:
 
 
 def chat_request(model: str, prompt: str, image: bytes, max_new_tokens: int) -> dict:
-    """An OpenAI chat-completions body: one user turn with the prompt and the image, greedy."""
+    """An OpenAI chat-completions body: one user turn with the image and the prompt, greedy."""
     return {
         "model": model,
         "messages": [
             {
                 "role": "user",
-                "content": [
-                    {"type": "text", "text": prompt},
+                "content": [  # the image first, as LLaVA-1.5 was trained (USER: <image>\n...)
                     {"type": "image_url", "image_url": {"url": image_data_url(image)}},
+                    {"type": "text", "text": prompt},
                 ],
             }
         ],
@@ -468,30 +540,6 @@ def chat_reply_text(payload: object) -> str:
     return clean_generation(content or "")
 
 
-def retry_after_s(reply: httpx.Response) -> float | None:
-    """The server's ``Retry-After`` (seconds or an HTTP date), if it gave one."""
-    value = reply.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-class _Retryable(Exception):
-    """429, 5xx, a timeout or a broken connection: worth another attempt."""
-
-    def __init__(self, reason: str, wait_s: float | None = None) -> None:
-        super().__init__(reason)
-        self.wait_s = wait_s
-
-
 def error_message(reply: httpx.Response) -> str:
     """The error text of an OpenAI-style error body (``{"error": {"message": ...}}``), else
     the body's start."""
@@ -507,10 +555,10 @@ def error_message(reply: httpx.Response) -> str:
 class OpenAILlava:
     """An OpenAI-compatible vision server (``POST {base_url}/chat/completions``), e.g.
     ``vllm serve llava-hf/llava-1.5-7b-hf``. Up to ``concurrency`` requests are in flight (one
-    thread each; the server batches them); 429, 5xx, timeouts and broken connections are
-    retried with exponential backoff and jitter (honouring ``Retry-After``); any other 4xx, or a
-    server still failing after ``attempts``, raises :class:`LlavaUnavailable`. The API key is
-    sent as a bearer token and appears nowhere else."""
+    thread each; the server batches them); 408, 429, 5xx, timeouts and broken connections are
+    retried (:class:`Backoff`: exponential with jitter, honouring ``Retry-After``); any other
+    4xx, or a server still failing after ``attempts``, raises :class:`LlavaUnavailable`. The API
+    key is sent as a bearer token and appears nowhere else."""
 
     backend = "openai"
 
@@ -529,32 +577,30 @@ class OpenAILlava:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency}")
         self.base_url = base_url.rstrip("/")
+        self.where = redact_url(self.base_url)  # for messages: no credentials
         self.model = model
         self.concurrency = concurrency
         self.max_new_tokens = max_new_tokens
-        self.attempts = attempts
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
+        self.backoff = Backoff(attempts, backoff_s, backoff_max_s)
         self.client = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
             limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         )
-        self._retries = 0
-        self._lock = threading.Lock()
-
-    @property
-    def retries(self) -> int:
-        """Attempts repeated so far (429, 5xx, timeouts, broken connections)."""
-        return self._retries
+        self.retries = 0  # attempts repeated (408, 429, 5xx, timeouts, broken connections)
+        self._counting = threading.Lock()
 
     def close(self) -> None:
         self.client.close()
 
+    def _count_retry(self) -> None:
+        with self._counting:
+            self.retries += 1
+
     def _refusal(self, reply: httpx.Response) -> LlavaUnavailable:
-        """The clear error for a 4xx other than 429."""
-        where = f"{self.base_url}/chat/completions"
+        """The clear error for a 4xx that is not worth retrying."""
+        where = f"{self.where}/chat/completions"
         status, message = reply.status_code, error_message(reply)
         if status in (401, 403):
             return LlavaUnavailable(
@@ -588,40 +634,31 @@ class OpenAILlava:
         try:
             reply = self.client.post("/chat/completions", json=body)
         except httpx.TimeoutException as error:
-            raise _Retryable(f"timeout ({type(error).__name__})") from None
+            raise Retryable(f"timeout ({type(error).__name__})") from None
         except httpx.TransportError as error:  # refused, reset, DNS, broken body
-            raise _Retryable(f"{type(error).__name__}: {error}") from None
-        if reply.status_code == 429 or reply.status_code >= 500:
-            raise _Retryable(f"HTTP {reply.status_code}", retry_after_s(reply))
+            raise Retryable(f"{type(error).__name__}: {error}") from None
+        if reply.status_code in (408, 429) or reply.status_code >= 500:
+            raise Retryable(
+                f"HTTP {reply.status_code}", retry_after_s(reply.headers.get("retry-after"))
+            )
         if reply.status_code != 200:
             raise self._refusal(reply)
         try:
             return chat_reply_text(reply.json())
         except ValueError as error:
-            raise LlavaUnavailable(f"{self.base_url}/chat/completions: {error}") from None
+            raise LlavaUnavailable(f"{self.where}/chat/completions: {error}") from None
 
-    def _wait_s(self, attempt: int, error: _Retryable) -> float:
-        """Exponential backoff with full jitter, at least the server's Retry-After."""
-        backoff = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-        jittered = float(np.random.default_rng().uniform(0, backoff))
-        return min(self.backoff_max_s, max(jittered, error.wait_s or 0.0))
-
-    def generate_one(self, image: bytes, prompt: str) -> str:
+    def generate_one(self, image: bytes, prompt: str, stop: threading.Event | None = None) -> str:
+        """One comment; retries stop early once ``stop`` is set."""
         body = chat_request(self.model, prompt, image, self.max_new_tokens)
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return self._post(body)
-            except _Retryable as error:
-                if attempt == self.attempts:
-                    raise LlavaUnavailable(
-                        f"no OpenAI-compatible server answered at {self.base_url} after "
-                        f"{self.attempts} attempts (last: {error}): start one (e.g. `vllm serve "
-                        f"{PAPER_LLAVA_MODEL}`) or set HMG_LLAVA_BASE_URL"
-                    ) from None
-                with self._lock:
-                    self._retries += 1
-                time.sleep(self._wait_s(attempt, error))
-        raise AssertionError("unreachable")
+        try:
+            return with_retries(lambda: self._post(body), self.backoff, stop, self._count_retry)
+        except GaveUp as error:
+            raise LlavaUnavailable(
+                f"no OpenAI-compatible server answered at {self.where} after "
+                f"{self.backoff.attempts} attempts (last: {error.last}): start one (e.g. `vllm "
+                f"serve {PAPER_LLAVA_MODEL}`) or set HMG_LLAVA_BASE_URL"
+            ) from None
 
     def generate(self, images: Sequence[bytes], prompts: Sequence[str]) -> list[str]:
         items = [
@@ -637,27 +674,27 @@ class OpenAILlava:
         """(key, comment) as each request finishes. ``concurrency`` worker threads each take the
         next item (reading its image only then), send it and queue the answer, so the requests
         in flight stay at ``concurrency`` while the caller stores what came back. The first
-        request that fails for good stops the workers from taking more; the answers already
-        finished are still yielded, then its error is raised."""
+        failure (a request that fails for good, or ``items`` itself) stops the workers from
+        taking more and cuts their retries short; the answers already finished are still
+        yielded, then that error is raised."""
         source = iter(items)
         taking, stop = threading.Lock(), threading.Event()
-        answers: queue.Queue[tuple[Hashable, str | None, BaseException | None] | None] = (
-            queue.Queue()
-        )
+        answers: queue.Queue[tuple[Hashable, str] | BaseException | None] = queue.Queue()
 
         def work() -> None:
-            while not stop.is_set():
-                with taking:
-                    item = next(source, None)
-                if item is None:
-                    break
-                key, read, prompt = item
-                try:
-                    answers.put((key, self.generate_one(read(), prompt), None))
-                except BaseException as error:  # handed to the caller's thread
-                    stop.set()
-                    answers.put((key, None, error))
-            answers.put(None)  # this worker is done
+            try:
+                while not stop.is_set():
+                    with taking:
+                        item = next(source, None)
+                    if item is None:
+                        return
+                    key, read, prompt = item
+                    answers.put((key, self.generate_one(read(), prompt, stop)))
+            except BaseException as error:  # handed to the caller's thread
+                stop.set()
+                answers.put(error)
+            finally:
+                answers.put(None)  # this worker is done
 
         workers = [
             threading.Thread(target=work, name=f"llava-openai-{n}", daemon=True)
@@ -672,12 +709,10 @@ class OpenAILlava:
                 answer = answers.get()
                 if answer is None:
                     running -= 1
-                    continue
-                key, comment, error = answer
-                if error is not None:
-                    failure = failure or error
-                elif comment is not None:
-                    yield key, comment
+                elif isinstance(answer, BaseException):
+                    failure = failure or answer
+                else:
+                    yield answer
         finally:
             stop.set()
             for worker in workers:
@@ -754,6 +789,7 @@ class GenerationResult:
     generated: int  # distinct (prompt, image) generated in this run
     reused: int  # distinct (prompt, image) found in the cache
     seconds_generating: float
+    retries: int = 0  # requests a server backend had to repeat
 
 
 def generate_with_cache(
@@ -763,31 +799,39 @@ def generate_with_cache(
     keys: Sequence[tuple[str, str]],
     read_image: Callable[[str], bytes],
     batch_size: int = 8,
-    advance: Callable[[int], None] = lambda n: None,
+    log: Callable[[str], None] = lambda line: None,
 ) -> GenerationResult:
     """A comment for each (prompt, image_sha) key under ``identity`` (backend, model): cached
     ones reused, each distinct new key generated once (``read_image`` gives an image's bytes by
     its sha) and stored every ``batch_size`` generations, so an interrupted or failed run keeps
-    what it finished. The model is loaded only when something is missing."""
+    what it finished. The model is loaded only when something is missing; progress (of the
+    generations, not of the cache hits) goes to ``log``."""
+    from hmg_pipeline.core.progress import Progress
+
     backend, model = identity
     known = cache.lookup(backend, model, keys)
-    uses: dict[tuple[str, str], int] = {}
-    for key in keys:
-        uses[key] = uses.get(key, 0) + 1
-    missing = [key for key in uses if key not in known]
-    advance(sum(n for key, n in uses.items() if key in known))
-    started = time.perf_counter()
+    missing = list(dict.fromkeys(key for key in keys if key not in known))
+    log(f"{len(known):,} of {len(known) + len(missing):,} distinct generations in the cache")
     fresh: dict[tuple[str, str], str] = {}
+    started, retries = time.perf_counter(), 0
     if missing:
+        progress = Progress(len(missing), "LLaVA comments", log)
         generator = make_generator()
         started = time.perf_counter()  # generation only: loading the model is not counted
-        for chunk, comments in generated_chunks(generator, missing, read_image, batch_size):
-            cache.store(backend, model, chunk, comments)
-            fresh.update(zip(chunk, comments, strict=True))
-            advance(sum(uses[key] for key in chunk))
+        try:
+            for chunk, comments in generated_chunks(generator, missing, read_image, batch_size):
+                cache.store(backend, model, chunk, comments)
+                fresh.update(zip(chunk, comments, strict=True))
+                progress.advance(len(chunk))
+        finally:
+            retries = getattr(generator, "retries", 0)
+            if hasattr(generator, "close"):
+                generator.close()
+        if len(fresh) != len(missing):
+            raise RuntimeError(f"{backend} answered {len(fresh)} of {len(missing)} requests")
     seconds = time.perf_counter() - started
-    comments = [known.get(k, fresh.get(k, "")) for k in keys]
-    return GenerationResult(comments, len(fresh), len(known), seconds)
+    comments = [known.get(k, fresh.get(k)) for k in keys]
+    return GenerationResult(comments, len(fresh), len(known), seconds, retries)
 
 
 def generated_chunks(
@@ -798,13 +842,12 @@ def generated_chunks(
 ) -> Iterator[tuple[list[tuple[str, str]], list[str]]]:
     """(keys, comments) in chunks of ``size``: a batch backend's ``generate`` call per chunk, or
     a streaming backend's completions grouped as they arrive (whatever finished is still
-    yielded when the stream fails, before its error)."""
-    if not hasattr(generator, "generate_stream"):
+    yielded when the stream fails or is interrupted, before its error)."""
+    if not isinstance(generator, StreamingGenerator):
         for start in range(0, len(keys), size):
             chunk = list(keys[start : start + size])
-            comments = generator.generate(
-                [read_image(sha) for _, sha in chunk], [p for p, _ in chunk]
-            )  # type: ignore[union-attr]
+            images = [read_image(sha) for _, sha in chunk]
+            comments = generator.generate(images, [prompt for prompt, _ in chunk])
             if len(comments) != len(chunk):
                 raise RuntimeError(
                     f"{generator.backend} returned {len(comments)} comments for {len(chunk)}"
@@ -814,15 +857,15 @@ def generated_chunks(
     done: list[tuple[str, str]] = []
     texts: list[str] = []
     items = ((key, (lambda sha=key[1]: read_image(sha)), key[0]) for key in keys)
-    stream = generator.generate_stream(items)  # type: ignore[union-attr]
+    stream = generator.generate_stream(items)
     try:
         while True:
             try:
                 key, comment = next(stream)
             except StopIteration:
                 break
-            except Exception:
-                if done:  # keep what finished before the failure
+            except BaseException:  # a failure, or the run being interrupted
+                if done:  # keep what finished before it
                     yield done, texts
                 raise
             done.append(key)  # type: ignore[arg-type]
@@ -923,7 +966,7 @@ def comment_plan(
     plan: pl.DataFrame,
     model: str | None,
     identity: tuple[str, str],
-    make_generator: Callable[[], CommentGenerator] | None,
+    make_generator: Callable[[], CommentGenerator | StreamingGenerator] | None,
     cache_file: Path,
     read_image: Callable[[str], bytes],
     batch_size: int,
@@ -934,20 +977,12 @@ def comment_plan(
     the model in the table; None (with ``make_generator`` None) means no backend: every row
     with an image is ``skipped``. ``identity`` (backend, model and output settings) keys the
     cache."""
-    from hmg_pipeline.core.progress import Progress
-
     keys = generation_keys(plan)
     result = GenerationResult([None] * len(keys), 0, 0, 0.0)
     if model is not None and make_generator is not None:
         with GenerationCache(cache_file) as cache:
             result = generate_with_cache(
-                identity,
-                make_generator,
-                cache,
-                keys,
-                read_image,
-                batch_size,
-                Progress(len(keys), "LLaVA comments", log).advance,
+                identity, make_generator, cache, keys, read_image, batch_size, log
             )
     return with_generations(plan, keys, result.comments, identity[0], model), result
 
@@ -991,7 +1026,8 @@ def augmented_vectors(
     edges: pl.DataFrame, llava_vectors: np.ndarray, embedded: Sequence[bool]
 ) -> np.ndarray:
     """The real comment's vector per edge, replaced by the LLaVA comment's where ``embedded``."""
-    original = edges["vector"].to_numpy().reshape(edges.height, -1)
+    dim = edges.schema["vector"].shape[0]  # an Array(Float32, d) column, also when empty
+    original = edges["vector"].to_numpy().reshape(edges.height, dim)
     if original.shape[1] != llava_vectors.shape[1]:
         raise ValueError(
             f"comment_embeddings has {original.shape[1]}-d vectors but the text encoder gives "

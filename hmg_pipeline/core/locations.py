@@ -2,9 +2,10 @@
 ``gs://...``, ``memory://...``), as a ``upath.UPath``.
 
 A local location is a ``PosixUPath`` (a ``pathlib.Path``): files are written beside their
-target and renamed, so a reader never sees half a file. An object store's single upload is
-atomic by itself, so a URL is written directly. URLs may carry credentials
-(``scheme://user:password@host``); :func:`redact_url` removes them from anything shown.
+target and renamed, so a reader never sees half a file. For a URL the object is serialised in
+memory first and uploaded in one put, which an object store applies whole or not at all.
+URLs may carry credentials (``scheme://user:password@host``); :func:`redact_url` removes them
+from anything shown.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def shown(path: str | os.PathLike[str] | UPath) -> str:
 
 def save_torch(obj: Any, path: UPath) -> None:
     """``torch.save(obj)`` at ``path``: locally into ``<name>.part`` then renamed (atomic, the
-    directory created as needed); in an object store as one upload (atomic by itself)."""
+    directory created as needed); in an object store serialised in memory, then one upload (a
+    failure while serialising leaves the stored object as it was)."""
     import torch  # imported here: loading this module stays cheap
 
     if is_local(path):
@@ -75,9 +77,10 @@ def save_torch(obj: Any, path: UPath) -> None:
         partial = path.with_suffix(".part")
         torch.save(obj, partial)
         os.replace(partial, path)
-    else:
-        with path.open("wb") as file:
-            torch.save(obj, file)
+    else:  # serialised first: a failure leaves the stored object as it was
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        path.write_bytes(buffer.getvalue())
 
 
 def load_torch(path: UPath) -> Any:

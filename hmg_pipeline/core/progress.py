@@ -36,7 +36,8 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         elapsed = (self._clock() if now is None else now) - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        remaining = (self.total - self.done) / rate if rate > 0 else float("nan")
+        left = max(self.total - self.done, 0)
+        remaining = 0.0 if not left else left / rate if rate > 0 else float("nan")
         return (
             f"{self.what}: {self.done:,}/{self.total:,} "
             f"({100 * self.done / max(self.total, 1):.1f}%), {rate:.1f}/s, ETA {remaining:.0f}s"
