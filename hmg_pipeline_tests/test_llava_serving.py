@@ -217,6 +217,7 @@ def test_a_failed_run_keeps_what_finished_and_the_rerun_generates_only_the_rest(
 
 
 def test_openai_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HMG_LLAVA_MODEL", raising=False)  # `make test` sets tiny-random
     monkeypatch.setenv("HMG_LLAVA_BACKEND", "openai")
     monkeypatch.setenv("HMG_LLAVA_BASE_URL", "http://vllm.llava.svc:8000/v1")
     monkeypatch.setenv("HMG_LLAVA_CONCURRENCY", "64")
