@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from hmg_pipeline.testing import running
 
 
 @dataclass
@@ -80,11 +81,5 @@ def _handler(state: OllamaState) -> type[BaseHTTPRequestHandler]:
 def ollama_server(state: OllamaState | None = None) -> Iterator[tuple[str, OllamaState]]:
     """``with ollama_server() as (url, state):`` a running server on a free local port."""
     state = state or OllamaState()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))) as url:
+        yield url, state

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Self
 
 import duckdb
+import pyarrow as pa
 
 
 def connect_with_retry(path: Path, timeout_s: float = 60.0) -> duckdb.DuckDBPyConnection:
@@ -79,3 +80,13 @@ class DuckDBFile:
             yield connection
         finally:
             connection.close()
+
+    @contextmanager
+    def with_table(self, name: str, table: pa.Table) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A :meth:`session` in which the Arrow ``table`` can be queried as ``name``."""
+        with self.session() as db:
+            db.register(name, table)
+            try:
+                yield db
+            finally:
+                db.unregister(name)

@@ -48,16 +48,12 @@ class VectorCache(DuckDBFile):
         if not hashes:
             return {}
         wanted = pa.table({"content_sha": pa.array(list(set(hashes)), pa.string())})
-        with self.session() as db:
-            db.register("wanted_hashes", wanted)
-            try:
-                found = db.execute(
-                    "select v.content_sha, v.vector from vectors v join wanted_hashes w "
-                    "using (content_sha) where v.encoder = ?",
-                    [encoder],
-                ).pl()
-            finally:
-                db.unregister("wanted_hashes")
+        with self.with_table("wanted_hashes", wanted) as db:
+            found = db.execute(
+                "select v.content_sha, v.vector from vectors v join wanted_hashes w "
+                "using (content_sha) where v.encoder = ?",
+                [encoder],
+            ).pl()
         if found.height == 0:
             return {}
         matrix = np.asarray(found["vector"].to_list(), dtype=np.float32).reshape(-1, dim)
@@ -74,12 +70,8 @@ class VectorCache(DuckDBFile):
                 "vector": pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32())),
             }
         )
-        with self.session() as db:
-            db.register("new_vectors", batch)
-            try:
-                db.execute("insert or ignore into vectors select * from new_vectors")
-            finally:
-                db.unregister("new_vectors")
+        with self.with_table("new_vectors", batch) as db:
+            db.execute("insert or ignore into vectors select * from new_vectors")
 
     def count(self, encoder: str) -> int:
         with self.session() as db:

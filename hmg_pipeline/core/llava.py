@@ -749,16 +749,12 @@ class GenerationCache(DuckDBFile):
                 "image_sha": pa.array([k[1] for k in keys], pa.string()),
             }
         )
-        with self.session() as db:
-            db.register("wanted_keys", wanted)
-            try:
-                rows = db.execute(
-                    "select distinct g.prompt, g.image_sha, g.comment from generations g join "
-                    "wanted_keys w using (prompt, image_sha) where g.backend = ? and g.model = ?",
-                    [backend, model],
-                ).fetchall()
-            finally:
-                db.unregister("wanted_keys")
+        with self.with_table("wanted_keys", wanted) as db:
+            rows = db.execute(
+                "select distinct g.prompt, g.image_sha, g.comment from generations g join "
+                "wanted_keys w using (prompt, image_sha) where g.backend = ? and g.model = ?",
+                [backend, model],
+            ).fetchall()
         return {(prompt, sha): comment for prompt, sha, comment in rows}
 
     def store(
@@ -775,12 +771,8 @@ class GenerationCache(DuckDBFile):
                 "comment": pa.array(list(comments), pa.string()),
             }
         )
-        with self.session() as db:
-            db.register("new_generations", batch)
-            try:
-                db.execute("insert or ignore into generations select * from new_generations")
-            finally:
-                db.unregister("new_generations")
+        with self.with_table("new_generations", batch) as db:
+            db.execute("insert or ignore into generations select * from new_generations")
 
 
 @dataclass

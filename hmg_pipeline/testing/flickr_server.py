@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from hmg_pipeline.testing import running
+
 BODIES = Path(__file__).parent / "flickr_bodies"
 
 
@@ -209,15 +211,6 @@ def make_handler(state: FakeFlickr) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def serve(state: FakeFlickr) -> Iterator[FakeFlickr]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    server.daemon_threads = True
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
+    with running(ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))) as url:
+        state.base_url = f"{url}/"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from hmg_pipeline.testing import running
+
 SERVED_MODEL = "llava-hf/llava-1.5-7b-hf"
 
 
@@ -177,26 +179,22 @@ def _handler(state: OpenAIState) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the listen backlog: many clients connect at once
+
+
 def make_server(state: OpenAIState, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """The server for ``state`` (port 0: a free one), not yet serving."""
-    server = ThreadingHTTPServer((host, port), _handler(state))
-    server.daemon_threads = True
-    server.request_queue_size = 128
-    return server
+    return _Server((host, port), _handler(state))
 
 
 @contextmanager
 def openai_server(state: OpenAIState | None = None) -> Iterator[tuple[str, OpenAIState]]:
     """``with openai_server(state) as (base_url, state):``; ``base_url`` ends in ``/v1``."""
     state = state or OpenAIState()
-    server = make_server(state)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", state
-    finally:
-        server.shutdown()
-        server.server_close()
+    with running(make_server(state)) as url:
+        yield f"{url}/v1", state
 
 
 def main(argv: list[str] | None = None) -> None:
