@@ -112,12 +112,12 @@ def llava_comments(
     flickr_images: pl.DataFrame,
 ) -> pl.DataFrame:
     """Two generated comments per clean edge without comment text in this run's shards, from
-    its image and either
-    a seeded synonym of its emotion (`prompt`, `comment`, `status`: the paper's) or a prompt
-    naming no emotion (`neutral_prompt`, `neutral_comment`, `neutral_status`: the leak-free
-    variant's held-out edges); cached by (backend, model and its output settings, prompt, image
-    sha256). A status: generated, empty (the model returned no text), image_unreadable (the
-    image could not be embedded), or skipped (`HMG_LLAVA_BACKEND=none`)."""
+    its image and either a seeded synonym of its emotion (`prompt`, `comment`, `status`: the
+    paper's) or a prompt naming no emotion (`neutral_prompt`, `neutral_comment`,
+    `neutral_status`: the leak-free variant's held-out edges); cached by (backend, model and its
+    output settings, prompt, image sha256). A status: generated, empty (the model returned no
+    text), image_unreadable (the image could not be embedded), or skipped
+    (`HMG_LLAVA_BACKEND=none`)."""
     from hmg_pipeline.core.llava import comment_plan, generation_plan, in_shards
 
     started = time.perf_counter()
@@ -159,10 +159,9 @@ def llava_comment_embeddings(
     llava_comments: pl.DataFrame,
 ) -> pl.DataFrame:
     """Augmented comment features, one row per clean edge of this run's shards and one vector
-    per prompt kind
-    (`vector`: the paper's emotion prompt, `neutral_vector`: the neutral one): the real
-    comment's vector where there is one, else the embedding of the kind's LLaVA comment (same
-    text encoder, same cache), else the missing-comment fill of `comment_embeddings`
+    per prompt kind (`vector`: the paper's emotion prompt, `neutral_vector`: the neutral one):
+    the real comment's vector where there is one, else the embedding of the kind's LLaVA comment
+    (same text encoder, same cache), else the missing-comment fill of `comment_embeddings`
     (`source`/`neutral_source` say which; `generator` names the backend/model)."""
     from hmg_pipeline.core.llava import (
         PROMPT_KINDS,
