@@ -641,7 +641,12 @@ class LlavaResource(ConfigurableResource):
 
     def describe(self) -> str:
         """The backend, model and (for servers) where, for the logs; never the API key."""
-        where = {"ollama": f" at {self.ollama_url}", "openai": f" at {self.base_url}"}
+        from hmg_pipeline.core.locations import redact_url
+
+        where = {
+            "ollama": f" at {redact_url(self.ollama_url)}",
+            "openai": f" at {redact_url(self.base_url)}",
+        }
         text = f"{self.backend}/{self.model_name()}{where.get(self.backend, '')}"
         if self.backend == "openai":
             text += f", {self.concurrency} request(s) in flight"

@@ -4,6 +4,7 @@ assets, which fail, retry and resume on their own."""
 
 from __future__ import annotations
 
+import _thread
 import base64
 import io
 import json
@@ -138,9 +139,9 @@ def test_one_failure_cuts_the_other_requests_retries_short() -> None:
     """One request is refused (400) while the other waits out a 30 s Retry-After: the stream
     stops at once instead of sitting out the wait, and raises."""
     state = OpenAIState(failures=[503, 400], retry_after="30")
-    with openai_server(state) as (url, _), pytest.raises(LlavaUnavailable):
+    with openai_server(state) as (url, _), pytest.raises(LlavaUnavailable, match="HTTP 400"):
         started = time.perf_counter()
-        client(url, concurrency=2).generate(images(2), ["a", "b"])
+        client(url, concurrency=2).generate(images(2), ["a", "b"])  # the 400's error, not 503's
     assert time.perf_counter() - started < 10
 
 
@@ -211,6 +212,30 @@ def test_a_failed_run_keeps_what_finished_and_the_rerun_generates_only_the_rest(
     assert (result.reused, result.generated) == (kept, len(keys) - kept)
     assert state.completed - answered == len(keys) - kept
     assert all(comment.startswith("A comment") for comment in result.comments)
+
+
+def test_an_interrupted_run_keeps_the_comments_that_came_back(tmp_path: Path) -> None:
+    """Ctrl-C (or a run's termination) while the step waits for answers: what came back is
+    stored before the interruption goes through, although no batch was full yet."""
+    pictures = {f"sha{i}": picture for i, picture in enumerate(images(6))}
+    keys = [("describe it", sha) for sha in pictures]
+    identity = ("openai", f"{SERVED_MODEL}|max_new_tokens=60")
+
+    def read(sha: str) -> bytes:
+        if sha == "sha3":
+            _thread.interrupt_main()  # as Ctrl-C: raised in the step's (main) thread
+        return pictures[sha]
+
+    with (
+        openai_server(OpenAIState(latency_s=0.05)) as (url, _),
+        GenerationCache(tmp_path / "cache.duckdb") as cache,
+    ):
+        with pytest.raises(KeyboardInterrupt):
+            generate_with_cache(
+                identity, lambda: client(url, concurrency=1), cache, keys, read, 100
+            )
+        kept = cache.lookup(*identity, keys)
+    assert {key[1] for key in kept} >= {"sha0", "sha1", "sha2"}
 
 
 # -- settings --------------------------------------------------------------------------------

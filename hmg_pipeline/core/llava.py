@@ -350,25 +350,31 @@ class Retryable(Exception):
 
 
 class GaveUp(Exception):
-    """Every attempt failed with a :class:`Retryable` (``last``), or the work was stopped."""
+    """Every attempt failed with a :class:`Retryable` (``last``)."""
 
     def __init__(self, last: Retryable) -> None:
         super().__init__(str(last))
         self.last = last
 
 
+class Stopped(Exception):
+    """Retries ended early because the work was stopped (another request failed for good)."""
+
+
 @dataclass(frozen=True)
 class Backoff:
     """How often and how long to retry: ``attempts`` in all, exponential waits from
-    ``first_s`` up to ``max_s`` with full jitter, never shorter than the server's Retry-After."""
+    ``first_s`` up to ``max_s``, each drawn between half and all of its step (jitter, so clients
+    spread out, with a floor, so a server that is starting gets time), never shorter than the
+    server's Retry-After."""
 
     attempts: int = 5
     first_s: float = 1.0
     max_s: float = 60.0
 
     def delay_s(self, attempt: int, error: Retryable) -> float:
-        ceiling = min(self.max_s, self.first_s * 2 ** (attempt - 1))
-        jittered = float(np.random.default_rng().uniform(0, ceiling)) if ceiling > 0 else 0.0
+        step = min(self.max_s, self.first_s * 2 ** (attempt - 1))
+        jittered = float(np.random.default_rng().uniform(step / 2, step)) if step > 0 else 0.0
         return max(jittered, min(error.wait_s or 0.0, RETRY_AFTER_MAX_S))
 
 
@@ -378,18 +384,19 @@ def with_retries(
     stop: threading.Event | None = None,
     on_retry: Callable[[], None] = lambda: None,
 ) -> Reply:
-    """``call()`` until it returns or raises anything but :class:`Retryable`; :class:`GaveUp`
-    after ``backoff.attempts``, or at once when ``stop`` is set (another request failed)."""
+    """``call()`` until it returns or raises anything but :class:`Retryable`: :class:`GaveUp`
+    after ``backoff.attempts``, :class:`Stopped` as soon as ``stop`` is set (another request
+    failed) instead of waiting for the next attempt."""
     stop = stop or threading.Event()
     for attempt in range(1, backoff.attempts + 1):
         try:
             return call()
         except Retryable as error:
-            if attempt == backoff.attempts or stop.is_set():
+            if attempt == backoff.attempts:
                 raise GaveUp(error) from None
-            on_retry()
             if stop.wait(backoff.delay_s(attempt, error)):
-                raise GaveUp(error) from None
+                raise Stopped() from None
+            on_retry()
     raise AssertionError("attempts must be >= 1")
 
 
@@ -428,6 +435,7 @@ class OllamaLlava:
         backoff_s: float = 1.0,
     ) -> None:
         self.url = url.rstrip("/")
+        self.where = redact_url(self.url)  # for messages: no credentials
         self.model = model
         self.max_new_tokens = max_new_tokens
         self.timeout_s = timeout_s
@@ -443,21 +451,21 @@ class OllamaLlava:
             raise Retryable(f"HTTP {reply.status_code}")
         if reply.status_code == 404:
             raise LlavaUnavailable(
-                f"{self.url}/api/generate answered 404 ({reply.text.strip()[:200]}): either the "
+                f"{self.where}/api/generate answered 404 ({reply.text.strip()[:200]}): either the "
                 f"server has no model {self.model!r} (run `ollama pull {self.model}`) or it does "
                 "not speak Ollama's API"
             )
         if reply.status_code != 200:
             raise LlavaUnavailable(
-                f"the Ollama server at {self.url} answered HTTP {reply.status_code}: "
+                f"the Ollama server at {self.where} answered HTTP {reply.status_code}: "
                 f"{reply.text.strip()[:200]}"
             )
         try:
             payload = reply.json()
         except ValueError:
-            raise LlavaUnavailable(f"{self.url}/api/generate did not answer JSON") from None
+            raise LlavaUnavailable(f"{self.where}/api/generate did not answer JSON") from None
         if "response" not in payload:
-            raise LlavaUnavailable(f"{self.url}/api/generate: no 'response' in {payload!r:.200}")
+            raise LlavaUnavailable(f"{self.where}/api/generate: no 'response' in {payload!r:.200}")
         return payload
 
     def generate_one(self, image: bytes, prompt: str) -> str:
@@ -474,7 +482,7 @@ class OllamaLlava:
             )
         except GaveUp as error:
             raise LlavaUnavailable(
-                f"no Ollama server answered at {redact_url(self.url)} after "
+                f"no Ollama server answered at {self.where} after "
                 f"{self.backoff.attempts} attempts ({error.last}): start it (`ollama serve`) or "
                 "set HMG_OLLAMA_URL"
             ) from None
@@ -690,9 +698,11 @@ class OpenAILlava:
                         return
                     key, read, prompt = item
                     answers.put((key, self.generate_one(read(), prompt, stop)))
-            except BaseException as error:  # handed to the caller's thread
-                stop.set()
+            except Stopped:  # another request failed first: its error is the one raised
+                pass
+            except BaseException as error:  # handed to the caller's thread, then stop the rest
                 answers.put(error)
+                stop.set()
             finally:
                 answers.put(None)  # this worker is done
 
@@ -703,6 +713,7 @@ class OpenAILlava:
         for worker in workers:
             worker.start()
         failure: BaseException | None = None
+        finished = False
         try:
             running = len(workers)
             while running:
@@ -713,12 +724,31 @@ class OpenAILlava:
                     failure = failure or answer
                 else:
                     yield answer
+            finished = True
+        except GeneratorExit:  # the caller stopped reading: nothing more may be yielded
+            raise
+        except BaseException:
+            # Interrupted while waiting (the run being terminated, Ctrl-C): hand over what
+            # already came back, then let the interruption through.
+            stop.set()
+            yield from (a for a in drained(answers) if isinstance(a, tuple))
+            raise
         finally:
             stop.set()
-            for worker in workers:
-                worker.join()
+            for worker in workers:  # interrupted: do not sit out the requests in flight
+                worker.join(None if finished else 1.0)
         if failure is not None:
             raise failure
+
+
+def drained(answers: queue.Queue) -> list:
+    """Everything in ``answers`` right now."""
+    items = []
+    while True:
+        try:
+            items.append(answers.get_nowait())
+        except queue.Empty:
+            return items
 
 
 # -- cache -----------------------------------------------------------------------------------
@@ -807,9 +837,9 @@ def generate_with_cache(
     fresh: dict[tuple[str, str], str] = {}
     started, retries = time.perf_counter(), 0
     if missing:
-        progress = Progress(len(missing), "LLaVA comments", log)
         generator = make_generator()
         started = time.perf_counter()  # generation only: loading the model is not counted
+        progress = Progress(len(missing), "LLaVA comments", log)
         try:
             for chunk, comments in generated_chunks(generator, missing, read_image, batch_size):
                 cache.store(backend, model, chunk, comments)
