@@ -298,8 +298,8 @@ def read_store_table(paths: PipelinePaths, schema: str, table: str) -> pl.DataFr
 
 class TorchArtifactIOManager(ConfigurableIOManager):
     """Stores an asset's value with ``torch.save`` at ``base_dir/<asset key>.pt``: a local
-    directory (written beside and renamed: atomic) or an fsspec URL such as ``s3://b/p`` (one
-    upload: atomic by itself), see ``core.locations``.
+    directory (written beside and renamed: atomic) or an fsspec URL such as ``s3://b/p``
+    (serialised in memory, then one upload), see ``core.locations``.
 
     ``store_dir``, when given, is checked (and created) first, so that a bad ``HMG_STORE_DIR``
     fails with one line naming it rather than an OS error on the artifacts directory."""

@@ -101,21 +101,23 @@ def test_a_local_artifacts_directory_outside_the_store(
     assert paths.relative(paths.reports_dir / "a.md") == str(tmp_path / "shared/hmg/reports/a.md")
 
 
-def test_an_unknown_protocol_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HMG_ARTIFACTS_URL", "nosuchproto://x")
+def artifacts_url_error(monkeypatch: pytest.MonkeyPatch, value: str) -> str:
+    """The one-line message of the SettingError that HMG_ARTIFACTS_URL=``value`` raises."""
+    monkeypatch.setenv("HMG_ARTIFACTS_URL", value)
     with pytest.raises(SettingError) as error:
         env_setting("HMG_ARTIFACTS_URL")
-    message = str(error.value)
+    return str(error.value)
+
+
+def test_an_unknown_protocol_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = artifacts_url_error(monkeypatch, "nosuchproto://x")
     assert message.startswith("HMG_ARTIFACTS_URL='nosuchproto://x' is not allowed: use ")
     assert "s3://bucket/prefix" in message and "\n" not in message
 
 
 @pytest.mark.skipif(importlib.util.find_spec("s3fs") is not None, reason="s3fs is installed")
 def test_s3_without_s3fs_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HMG_ARTIFACTS_URL", "s3://bucket/prefix")
-    with pytest.raises(SettingError) as error:
-        env_setting("HMG_ARTIFACTS_URL")
-    message = str(error.value)
+    message = artifacts_url_error(monkeypatch, "s3://bucket/prefix")
     assert message.startswith("HMG_ARTIFACTS_URL='s3://bucket/prefix' cannot be used")
     assert "s3fs" in message and "pip install 'hmg_pipeline[s3]'" in message
 
